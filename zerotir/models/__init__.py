@@ -1,0 +1,71 @@
+"""Loading the policy: any HF causal LM directory (config + weights + tokenizer), or 'toy' for the shipped toy base.
+
+`load_model_and_tokenizer` checks the directory before loading and raises `ModelError` with one clear line
+(missing dir, no config.json, no tokenizer, no weights) — before any training or eval work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+TOY_BASE_DIR = Path(__file__).resolve().parents[1] / "assets" / "toy-base"
+
+
+class ModelError(ValueError):
+    """A model directory that cannot be used; the message names the directory and what is missing."""
+
+
+def resolve_model_path(path: str) -> Path:
+    """'toy' → the toy base shipped in zerotir/assets/toy-base; anything else is a local directory."""
+    if path == "toy":
+        if not (TOY_BASE_DIR / "config.json").is_file():
+            raise ModelError(f"the toy base model is missing at {TOY_BASE_DIR}; build it with `zerotir toy build-base`")
+        return TOY_BASE_DIR
+    return Path(path)
+
+
+def check_model_dir(path: str | Path) -> Path:
+    p = resolve_model_path(str(path))
+    if not p.is_dir():
+        raise ModelError(f"model directory not found: {p} (hub ids are not fetched; download the model first)")
+    if not (p / "config.json").is_file():
+        raise ModelError(f"{p}: no config.json — not an HF model directory")
+    if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")):
+        raise ModelError(f"{p}: no tokenizer files (tokenizer.json / tokenizer.model / vocab.json)")
+    if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
+        raise ModelError(f"{p}: no weights (*.safetensors or *.bin)")
+    return p
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    p = check_model_dir(path)
+    tok = AutoTokenizer.from_pretrained(str(p))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model_and_tokenizer(path: str | Path, device: str = "auto", dtype: str = "float32") -> tuple[Any, Any]:
+    """Load (model, tokenizer) from a local directory, model in eval mode on `device`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    p = check_model_dir(path)
+    tok = load_tokenizer(p)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+    if torch_dtype is None:
+        raise ModelError(f"unknown dtype '{dtype}' (float32, bfloat16, float16)")
+    model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype)
+    model.to(pick_device(device)).eval()
+    return model, tok
