@@ -1,0 +1,35 @@
+"""The toy model's character-level tokenizer, built with `tokenizers` and saved as an ordinary HF tokenizer.
+
+One token per printable ASCII character plus newline, and three specials: <|endoftext|> (EOS, id 0), <|pad|> (1),
+<unk> (2, any other character). Characters make copying numbers into code and back a position-by-position skill,
+and make the rollout's token counts equal to character counts (easy to read in transcripts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SPECIALS = ("<|endoftext|>", "<|pad|>", "<unk>")
+CHARS = tuple(chr(i) for i in range(32, 127)) + ("\n",)
+
+
+def char_vocab() -> dict[str, int]:
+    """Token → id: the specials first, then the characters in CHARS order."""
+    return {t: i for i, t in enumerate(SPECIALS + CHARS)}
+
+
+def build_char_tokenizer(out_dir: str | Path | None = None) -> Any:
+    """A PreTrainedTokenizerFast over `char_vocab()` (saved to `out_dir` when given)."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    # BPE with no merges and no pre-tokenizer splits any text into single characters.
+    tok = Tokenizer(models.BPE(vocab=char_vocab(), merges=[], unk_token="<unk>"))
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(list(SPECIALS))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIALS[0], pad_token=SPECIALS[1],
+                                   unk_token=SPECIALS[2], bos_token=None, clean_up_tokenization_spaces=False)
+    if out_dir is not None:
+        fast.save_pretrained(str(out_dir))
+    return fast
