@@ -1,0 +1,429 @@
+"""The learner: policy (+ optional frozen reference, + critic for GAE), log-probs of response tokens, one
+optimizer step per `update(batch)`.
+
+    learner = Learner(cfg)                                   # loads cfg.model.path (any local HF causal LM)
+    batch.ref_logprobs = learner.ref_logprobs(batch)         # only when algo.kl_coef > 0
+    batch.values = learner.values(batch)                     # only for algo.name == 'gae'
+    stats = learner.update(minibatch)                        # loss/*, optim/* metric names
+    engine.update_weights(learner.policy_state_dict(), version)
+
+Sequence layout (TrainBatch): prompt LEFT-padded to P columns, response RIGHT-padded to R columns, so the logits
+predicting response token t sit at column P - 1 + t. Position ids come from the attention mask (cumsum - 1), so a
+left-padded row sees the same positions as the unpadded sequence did at rollout.
+
+Micro-batches: rows are sorted by real length and grouped so that rows x padded width <= train.micro_batch_tokens;
+each micro-batch is trimmed to its own widths (no padding waste beyond the group's longest row). Gradients are
+accumulated with weights that make the sum over micro-batches equal the loss aggregated over the whole minibatch.
+
+Log-probs are taken from logits / rollout.temperature, the same distribution the behaviour log-probs came from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from zerotir.config import Config
+from zerotir.types import TrainBatch
+
+# ----------------------------------------------------------------------------------------------- pure helpers
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, L] 0/1 mask → [B, L] positions counting real tokens from 0 (pads get 0)."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.clamp_(min=0) * attention_mask.long()
+
+
+def trim_batch(batch: TrainBatch) -> TrainBatch:
+    """Drop prompt columns that are padding in every row (left) and response columns padding in every row (right)."""
+    pm = batch.prompt_mask.bool().any(0)
+    first = int(pm.nonzero()[0]) if pm.any() else batch.prompt_mask.shape[1] - 1
+    rm = batch.response_mask.bool().any(0)
+    last = int(rm.nonzero()[-1]) + 1 if rm.any() else 1
+    fields = {}
+    for name in TrainBatch.__dataclass_fields__:
+        v = getattr(batch, name)
+        if v is None or v.dim() != 2:
+            fields[name] = v
+        elif name.startswith("prompt"):
+            fields[name] = v[:, first:]
+        else:
+            fields[name] = v[:, :last]
+    return TrainBatch(**fields)
+
+
+def plan_micro_batches(prompt_lens: Sequence[int], response_lens: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group row indices into micro-batches, longest first, so that each group's padded size
+    rows x (max prompt len + max response len) stays within `max_tokens` (a row longer than that goes alone).
+
+    Sorting by length keeps rows of similar length together, which is where the padding waste goes away."""
+    order = sorted(range(len(prompt_lens)), key=lambda i: (-(prompt_lens[i] + response_lens[i]), i))
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    mp = mr = 0
+    for i in order:
+        np_, nr = max(mp, prompt_lens[i]), max(mr, response_lens[i])
+        if cur and (len(cur) + 1) * (np_ + nr) > max_tokens:
+            groups.append(cur)
+            cur, np_, nr = [], prompt_lens[i], response_lens[i]
+        cur.append(i)
+        mp, mr = np_, nr
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T)[token]: logits [B, R, V], tokens [B, R] → [B, R] float32.
+    Uses logits[token] - logsumexp(logits) so no [B, R, V] log-softmax copy is kept."""
+    x = logits.float()
+    if temperature > 0 and temperature != 1.0:
+        x = x / temperature
+    return x.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(x, dim=-1)
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """LR multiplier per optimizer step: linear warm-up over `warmup` steps, then constant / cosine / linear to 0."""
+    if schedule not in ("constant", "cosine", "linear"):
+        raise ValueError(f"optim.schedule: unknown schedule '{schedule}' (constant, cosine, linear)")
+
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        frac = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * frac)) if schedule == "cosine" else 1.0 - frac
+
+    return f
+
+
+# ----------------------------------------------------------------------------------------------------- critic
+
+
+class ValueModel(nn.Module):
+    """Critic: the policy's backbone architecture (own copy of the weights) + a linear value head."""
+
+    def __init__(self, backbone: nn.Module, hidden_size: int):
+        super().__init__()
+        self.backbone = backbone
+        self.value_head = nn.Linear(hidden_size, 1)
+        nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden_size + 1))
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids, attention_mask, position_ids, keep: int) -> torch.Tensor:
+        """[B, L] ids → [B, keep] values of the last `keep` positions."""
+        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          use_cache=False).last_hidden_state[:, -keep:]
+        return self.value_head(h.to(self.value_head.weight.dtype)).squeeze(-1).float()
+
+
+# ---------------------------------------------------------------------------------------------------- learner
+
+
+class Learner:
+    """Owns the trainable models and their optimizers. `update` = one optimizer step on one minibatch."""
+
+    def __init__(self, cfg: Config, total_updates: int | None = None, model: Any = None, tokenizer: Any = None):
+        from zerotir.models import load_model_and_tokenizer, pick_device
+
+        self.cfg = cfg
+        self.device = torch.device(pick_device(cfg.model.device))
+        if model is None:
+            model, tokenizer = load_model_and_tokenizer(cfg.model.path, str(self.device), cfg.model.dtype)
+        self.tokenizer = tokenizer
+        self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+        self.lora = cfg.model.lora_rank > 0
+        self.use_kl = cfg.algo.kl_coef > 0
+        # Frozen reference only when a KL term is used; with LoRA the base weights (adapter off) are the reference.
+        self.ref = None
+        if self.use_kl and not self.lora:
+            self.ref = copy.deepcopy(model).eval().requires_grad_(False)
+        if self.lora:
+            model = self._wrap_lora(model)
+        self._prepare_train_mode(model)
+        self.policy = model
+        self._keep_ok = _accepts_logits_to_keep(model)
+
+        self.critic: ValueModel | None = None
+        if cfg.algo.name == "gae":
+            self.critic = self._make_critic().to(self.device)
+        o = cfg.optim
+        total = total_updates or max(1, cfg.train.steps * cfg.train.ppo_epochs * cfg.train.minibatches)
+        sched = lr_lambda(o.schedule, o.warmup_steps, total)
+        self.optimizer = torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=o.lr,
+                                           betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, sched)
+        self.critic_optimizer = self.critic_scheduler = None
+        if self.critic is not None:
+            self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=o.critic_lr, betas=tuple(o.betas),
+                                                      weight_decay=o.weight_decay)
+            self.critic_scheduler = torch.optim.lr_scheduler.LambdaLR(self.critic_optimizer, sched)
+        self.updates = 0
+
+    # ------------------------------------------------------------------------------------------------- setup
+    def _wrap_lora(self, model):
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            raise RuntimeError("model.lora_rank > 0 needs PEFT: pip install 'zerotir[peft]'") from None
+        m = self.cfg.model
+        lcfg = LoraConfig(r=m.lora_rank, lora_alpha=m.lora_alpha, target_modules=list(m.lora_target_modules),
+                          lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+        return get_peft_model(model, lcfg)
+
+    def _prepare_train_mode(self, model) -> None:
+        # RL log-probs must match the rollout's, so dropout stays off. Gradient checkpointing needs train mode in HF,
+        # so there we switch to train mode and zero every dropout instead.
+        if self.cfg.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.train()
+            for mod in model.modules():
+                if isinstance(mod, nn.Dropout):
+                    mod.p = 0.0
+            for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop"):
+                if hasattr(model.config, name):
+                    setattr(model.config, name, 0.0)
+        else:
+            model.eval()
+
+    def _make_critic(self) -> ValueModel:
+        from transformers import AutoModel
+
+        from zerotir.models import check_model_dir
+
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.cfg.model.dtype]
+        backbone = AutoModel.from_pretrained(str(check_model_dir(self.cfg.model.path)), dtype=dtype)
+        backbone.eval()
+        return ValueModel(backbone, backbone.config.hidden_size)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    def _autocast(self):
+        if self.cfg.model.autocast_bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def _inputs(self, mb: TrainBatch):
+        ids = torch.cat([mb.prompt_ids, mb.response_ids], dim=1)
+        attn = torch.cat([mb.prompt_mask, mb.response_mask], dim=1)
+        return ids, attn, position_ids_from_mask(attn)
+
+    def response_logits(self, model, mb: TrainBatch) -> torch.Tensor:
+        """[b, R, V] logits predicting each response token (only the positions needed are projected to vocab)."""
+        ids, attn, pos = self._inputs(mb)
+        r = mb.response_ids.shape[1]
+        kw = {"logits_to_keep": r + 1} if self._keep_ok else {}
+        with self._autocast():
+            logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **kw).logits
+        return logits[:, -(r + 1):-1]
+
+    def _micro_batches(self, batch: TrainBatch) -> list[TrainBatch]:
+        plens = batch.prompt_mask.sum(1).tolist()
+        rlens = batch.response_mask.sum(1).tolist()
+        groups = plan_micro_batches(plens, rlens, self.cfg.train.micro_batch_tokens)
+        return [trim_batch(batch.select(torch.tensor(g, dtype=torch.long))) for g in groups], groups
+
+    @torch.no_grad()
+    def _per_row(self, batch: TrainBatch, fn) -> torch.Tensor:
+        """Run fn(micro_batch) -> [b, r] over micro-batches and scatter back into [B, R] (zeros past each row)."""
+        batch = batch.to(self.device)
+        out = torch.zeros(batch.response_ids.shape, dtype=torch.float32, device=self.device)
+        mbs, groups = self._micro_batches(batch)
+        for mb, g in zip(mbs, groups):
+            vals = fn(mb)
+            out[torch.tensor(g, device=self.device), : vals.shape[1]] = vals
+        return out * batch.response_mask
+
+    def logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """[B, R] current-policy log-probs of the response tokens (no grad)."""
+        return self._per_row(batch, lambda mb: token_logprobs(self.response_logits(self.policy, mb),
+                                                              mb.response_ids, self.temperature)).cpu()
+
+    def ref_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """[B, R] reference-policy log-probs (the initial weights; LoRA: adapter disabled)."""
+        if not self.use_kl:
+            raise RuntimeError("ref_logprobs: no reference model (algo.kl_coef is 0)")
+        if self.lora:
+            with self.policy.disable_adapter():
+                return self.logprobs(batch)
+        return self._per_row(batch, lambda mb: token_logprobs(self.response_logits(self.ref, mb), mb.response_ids,
+                                                              self.temperature)).cpu()
+
+    def _values(self, mb: TrainBatch) -> torch.Tensor:
+        ids, attn, pos = self._inputs(mb)
+        r = mb.response_ids.shape[1]
+        with self._autocast():
+            v = self.critic(ids, attn, pos, keep=r + 1)
+        return v[:, :-1]
+
+    def values(self, batch: TrainBatch) -> torch.Tensor:
+        """[B, R] critic values V(s_t) of the state before each response token (GAE only)."""
+        if self.critic is None:
+            raise RuntimeError("values: no critic (algo.name is not 'gae')")
+        return self._per_row(batch, self._values).cpu()
+
+    # ------------------------------------------------------------------------------------------------- update
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """One optimizer step on `batch` (advantages filled in), accumulated over micro-batches.
+        Returns loss/* and optim/* metrics."""
+        from zerotir.algos.losses import aggregate, entropy_from_logits, kl_estimate, policy_loss, value_loss
+
+        a = self.cfg.algo
+        if batch.advantages is None:
+            raise ValueError("update: batch.advantages is None (run compute_advantages first)")
+        batch = trim_batch(batch.to(self.device))
+        norm_tokens = float(batch.loss_mask.sum().clamp(min=1))
+        norm_rows = float(batch.size)
+        mbs, _ = self._micro_batches(batch)
+        self.policy.zero_grad(set_to_none=True)
+        if self.critic is not None:
+            self.critic.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        ratio_max = 0.0
+        adv_vals = []
+        for mb in mbs:
+            mask = mb.loss_mask
+            # token_mean normalises by all sampled tokens of the minibatch; sequence modes by its rows.
+            w = float(mask.sum()) / norm_tokens if a.loss_agg == "token_mean" else mb.size / norm_rows
+            logits = self.response_logits(self.policy, mb)
+            logp = token_logprobs(logits, mb.response_ids, self.temperature)
+            pg_mat, pg_stats = policy_loss(logp, mb.old_logprobs, mb.advantages, mask, a)
+            loss = aggregate(pg_mat, mask, a.loss_agg)
+            total = loss
+            with torch.set_grad_enabled(a.entropy_coef > 0):
+                ent = aggregate(entropy_from_logits(logits.float() / self.temperature), mask, a.loss_agg)
+            if a.entropy_coef > 0:
+                total = total - a.entropy_coef * ent
+            kl = torch.zeros(())
+            if self.use_kl and mb.ref_logprobs is not None:
+                kl = aggregate(kl_estimate(logp, mb.ref_logprobs, a.kl_estimator), mask, a.loss_agg)
+                if not a.kl_in_reward:
+                    total = total + a.kl_coef * kl
+            vloss = torch.zeros(())
+            if self.critic is not None:
+                v = self._values(mb)
+                vloss = aggregate(value_loss(v, mb.values, mb.returns, mask, a.value_clip), mask, a.loss_agg)
+                total = total + a.value_coef * vloss
+            (total * w).backward()
+            with torch.no_grad():
+                ratio = torch.exp(logp.detach() - mb.old_logprobs) * mask
+                ratio_max = max(ratio_max, float(ratio.max()))
+                for k, v_ in (("loss/policy", loss), ("loss/entropy", ent), ("loss/kl", kl), ("loss/value", vloss),
+                              ("loss/total", total)):
+                    sums[k] = sums.get(k, 0.0) + float(v_.detach()) * w
+                wt = float(mask.sum()) / norm_tokens
+                sums["loss/clip_fraction"] = sums.get("loss/clip_fraction", 0.0) + float(pg_stats["clip_fraction"]) * wt
+                sums["loss/is_ratio_mean"] = sums.get("loss/is_ratio_mean", 0.0) + float(ratio.sum()) / norm_tokens
+                d = (mb.old_logprobs - logp.detach()) * mask  # k1 estimate of KL(behaviour || current)
+                sums["loss/approx_kl_behaviour"] = sums.get("loss/approx_kl_behaviour", 0.0) + float(d.sum()) / norm_tokens
+                adv_vals.append(mb.advantages[mask.bool()])
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0
+                                                   else float("inf"))
+        sums["optim/lr"] = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.critic is not None:
+            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.optim.grad_clip
+                                           if self.cfg.optim.grad_clip > 0 else float("inf"))
+            self.critic_optimizer.step()
+            self.critic_scheduler.step()
+            self.critic_optimizer.zero_grad(set_to_none=True)
+        self.updates += 1
+        adv = torch.cat(adv_vals) if adv_vals else torch.zeros(1)
+        sums["loss/is_ratio_max"] = ratio_max
+        sums["loss/advantage_mean"] = float(adv.mean())
+        sums["loss/advantage_std"] = float(adv.std()) if adv.numel() > 1 else 0.0
+        sums["optim/grad_norm"] = float(grad_norm)
+        return sums
+
+    # ------------------------------------------------------------------------------------------------ weights
+    def policy_state_dict(self) -> dict[str, torch.Tensor]:
+        """Plain HF-named weights of the current policy, for engine sync (LoRA: merged copies)."""
+        if not self.lora:
+            return self.policy.state_dict()
+        self.policy.merge_adapter()
+        try:
+            base = self.policy.get_base_model()
+            return {_strip_peft(k): v.detach().clone() for k, v in base.state_dict().items() if "lora_" not in k}
+        finally:
+            self.policy.unmerge_adapter()
+
+    def save_policy(self, out_dir) -> None:
+        """Write the policy (merged, for LoRA) as an HF model directory with its tokenizer: `zerotir eval` loads it."""
+        if self.lora:
+            self.policy.merge_adapter()
+            try:
+                base = self.policy.get_base_model()
+                sd = {_strip_peft(k): v for k, v in base.state_dict().items() if "lora_" not in k}
+                base.save_pretrained(str(out_dir), state_dict=sd)
+            finally:
+                self.policy.unmerge_adapter()
+        else:
+            self.policy.save_pretrained(str(out_dir))
+        self.tokenizer.save_pretrained(str(out_dir))
+
+    def load_policy(self, model_dir) -> None:
+        """Load weights saved by `save_policy` (full fine-tuning) into the policy in place."""
+        from safetensors.torch import load_file
+        from pathlib import Path
+
+        files = sorted(Path(model_dir).glob("*.safetensors"))
+        sd: dict[str, torch.Tensor] = {}
+        for f in files:
+            sd.update(load_file(str(f)))
+        missing, unexpected = self.policy.load_state_dict(sd, strict=False)
+        tied = set(getattr(self.policy, "_tied_weights_keys", None) or [])
+        bad = [k for k in missing if k not in tied and not (k.endswith("lm_head.weight") and
+                                                             getattr(self.policy.config, "tie_word_embeddings", False))]
+        if bad or unexpected:
+            raise RuntimeError(f"{model_dir}: checkpoint does not match the model (missing {bad[:3]}, "
+                               f"unexpected {list(unexpected)[:3]})")
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Optimizer/scheduler/critic (and LoRA adapter) state for checkpoints."""
+        st: dict[str, Any] = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                              "updates": self.updates}
+        if self.lora:
+            st["adapter"] = {k: v for k, v in self.policy.state_dict().items() if "lora_" in k}
+        if self.critic is not None:
+            st["critic"] = self.critic.state_dict()
+            st["critic_optimizer"] = self.critic_optimizer.state_dict()
+            st["critic_scheduler"] = self.critic_scheduler.state_dict()
+        return st
+
+    def load_trainer_state(self, st: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.updates = int(st.get("updates", 0))
+        if self.lora:
+            self.policy.load_state_dict(st["adapter"], strict=False)
+        if self.critic is not None:
+            self.critic.load_state_dict(st["critic"])
+            self.critic_optimizer.load_state_dict(st["critic_optimizer"])
+            self.critic_scheduler.load_state_dict(st["critic_scheduler"])
+
+
+def _strip_peft(key: str) -> str:
+    return key.replace(".base_layer.", ".")
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    import inspect
+
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(target.forward).parameters
+    except (TypeError, ValueError):
+        return False
