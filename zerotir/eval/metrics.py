@@ -1,0 +1,191 @@
+"""Eval metrics as pure functions: accuracy estimators over samples, and tool-use statistics over trajectories.
+
+Estimators take per-problem sample counts and are vectorised with numpy:
+
+    n = [32, 32]; c = [3, 0]          # samples drawn and samples correct, per problem
+    avg_at_k(n, c)        -> mean_i c_i / n_i              (the paper's avg@k accuracy)
+    pass_at_k(n, c, k)    -> mean_i 1 - C(n_i-c_i, k)/C(n_i, k)   (Chen et al. 2021, unbiased)
+    maj_at_k(answers, correct)        majority vote per problem over extracted answers
+
+Majority vote compares answers by NORMALISED STRING (`normalize_answer`: whitespace, $, \\left/\\right, \\dfrac,
+trailing period, ... removed), not by mathematical equivalence: `0.5` and `\\frac{1}{2}` are different votes.
+Responses without an extracted answer do not vote. Ties go to the answer whose first vote came earliest (lowest
+sample index), so the result is deterministic. The winning group counts as correct when its earliest sample was
+verified correct by the reward (all samples of a group normally agree, since they have the same answer).
+
+Tool statistics (`tool_stats`) follow the rollout's definitions (zerotir.types): a response "uses code" when it has
+at least one EXECUTED call; error / timeout rates are shares of executed calls; response tokens are the sampled
+(model) tokens, tool tokens the inserted ones.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from zerotir.types import Trajectory
+
+
+# ------------------------------------------------------------------------------------------ accuracy estimators
+
+
+def pass_at_k_single(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one problem: 1 - C(n-c, k) / C(n, k), as the stable product 1 - prod_{i=n-c+1}^{n} (1 - k/i).
+
+    The product form never forms the (astronomically large) binomials, so it is exact to float precision for any n.
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"pass@k: need 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass@k: need 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:  # every k-subset contains a correct sample
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1, dtype=np.float64)))
+
+
+def pass_at_k_per_problem(n: Sequence[int] | np.ndarray, c: Sequence[int] | np.ndarray, k: int) -> np.ndarray:
+    """Unbiased pass@k per problem, vectorised. n, c: [P] samples drawn / correct → [P] float64; needs k <= min(n).
+
+    Same stable product as `pass_at_k_single`, over a [P, max(n)] grid of factors (1 - k/i) that are 1 outside
+    each problem's range n_i - c_i < i <= n_i.
+    """
+    n_arr, c_arr = np.asarray(n, dtype=np.int64), np.asarray(c, dtype=np.int64)
+    if n_arr.shape != c_arr.shape or n_arr.ndim != 1:
+        raise ValueError(f"pass@k: n and c must be 1-D of equal length, got {n_arr.shape} and {c_arr.shape}")
+    if n_arr.size == 0:
+        return np.zeros(0)
+    if np.any(c_arr < 0) or np.any(c_arr > n_arr):
+        raise ValueError("pass@k: need 0 <= c <= n for every problem")
+    if k < 1 or k > n_arr.min():
+        raise ValueError(f"pass@k: need 1 <= k <= min(n) = {n_arr.min()}, got k={k}")
+    i = np.arange(1, n_arr.max() + 1, dtype=np.float64)[None, :]                  # [1, N]
+    in_range = (i > (n_arr - c_arr)[:, None]) & (i <= n_arr[:, None])             # [P, N]
+    factors = np.where(in_range, 1.0 - k / i, 1.0)
+    return 1.0 - np.prod(factors, axis=1)
+
+
+def pass_at_k(n: Sequence[int] | np.ndarray, c: Sequence[int] | np.ndarray, k: int) -> float:
+    """Mean unbiased pass@k over problems. n, c: [P] samples drawn / correct per problem; needs k <= min(n)."""
+    per = pass_at_k_per_problem(n, c, k)
+    return float(per.mean()) if per.size else 0.0
+
+
+def avg_at_k(n: Sequence[int] | np.ndarray, c: Sequence[int] | np.ndarray) -> float:
+    """Mean over problems of the per-problem accuracy c_i / n_i (= pass@1). n, c: [P]."""
+    n_arr, c_arr = np.asarray(n, dtype=np.float64), np.asarray(c, dtype=np.float64)
+    if n_arr.size == 0:
+        return 0.0
+    if np.any(n_arr <= 0):
+        raise ValueError("avg@k: every problem needs at least one sample")
+    return float(np.mean(c_arr / n_arr))
+
+
+def default_ks(n: int) -> list[int]:
+    """The k reported for pass@k: powers of two below n, and n itself (1, 2, 4, ..., n)."""
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n] if n >= 1 else []
+
+
+_LATEX_NOISE = re.compile(r"\\left|\\right|\\!|\\,|\\;|\\:|\\ |\\displaystyle|\$")
+
+
+def normalize_answer(answer: str | None) -> str | None:
+    """Canonical string used for voting: drops spacing, $, \\left/\\right, \\text{} wrappers, a trailing period,
+    and unifies \\dfrac/\\tfrac → \\frac. None or empty → None. (String identity, not math equivalence.)"""
+    if answer is None:
+        return None
+    s = _LATEX_NOISE.sub("", answer)
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\s+", "", s).rstrip(".")
+    return s or None
+
+
+def majority_vote(answers: Sequence[str | None], correct: Sequence[bool]) -> tuple[str | None, bool]:
+    """(winning normalised answer, its correctness) for one problem's samples, in sample order.
+
+    Ties go to the answer voted first; the winner's correctness is that of its earliest sample. No answers → (None,
+    False)."""
+    if len(answers) != len(correct):
+        raise ValueError(f"majority_vote: {len(answers)} answers but {len(correct)} correctness flags")
+    counts: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for i, a in enumerate(answers):
+        key = normalize_answer(a)
+        if key is None:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, i)
+    if not counts:
+        return None, False
+    # max count, then earliest first vote
+    winner = min(counts, key=lambda a: (-counts[a], first[a]))
+    return winner, bool(correct[first[winner]])
+
+
+def maj_at_k(answers: Sequence[Sequence[str | None]], correct: Sequence[Sequence[bool]]) -> float:
+    """Share of problems whose majority-vote answer is correct. answers/correct: per problem, per sample."""
+    if len(answers) == 0:
+        return 0.0
+    return float(np.mean([majority_vote(a, c)[1] for a, c in zip(answers, correct)]))
+
+
+# ---------------------------------------------------------------------------------------------- tool statistics
+
+
+def code_ratio(trajs: Sequence[Trajectory]) -> float:
+    """Share of responses with at least one executed tool call."""
+    return float(np.mean([t.num_tool_calls > 0 for t in trajs])) if trajs else 0.0
+
+
+def tool_calls_per_response(trajs: Sequence[Trajectory]) -> float:
+    """Executed tool calls per response (calls beyond the budget were not run and do not count)."""
+    return float(np.mean([t.num_tool_calls for t in trajs])) if trajs else 0.0
+
+
+def _executed_status_rate(trajs: Sequence[Trajectory], status: str) -> float:
+    statuses = [c.status for t in trajs for c in t.tool_calls if c.executed]
+    return sum(s == status for s in statuses) / len(statuses) if statuses else 0.0
+
+
+def tool_error_rate(trajs: Sequence[Trajectory]) -> float:
+    """Share of executed calls whose status is 'error' (exception / non-zero exit); 0 when nothing ran."""
+    return _executed_status_rate(trajs, "error")
+
+
+def tool_timeout_rate(trajs: Sequence[Trajectory]) -> float:
+    """Share of executed calls that hit the sandbox time limit; 0 when nothing ran."""
+    return _executed_status_rate(trajs, "timeout")
+
+
+def response_tokens(trajs: Sequence[Trajectory]) -> float:
+    """Mean model-sampled tokens per response (inserted tool tokens excluded)."""
+    return float(np.mean([t.num_sampled_tokens for t in trajs])) if trajs else 0.0
+
+
+def tool_tokens(trajs: Sequence[Trajectory]) -> float:
+    """Mean inserted (tool output / budget message) tokens per response."""
+    return float(np.mean([t.num_tool_tokens for t in trajs])) if trajs else 0.0
+
+
+def truncation_rate(trajs: Sequence[Trajectory]) -> float:
+    """Share of responses that ended with finish reason 'length' (the token budget)."""
+    return float(np.mean([t.finish_reason == "length" for t in trajs])) if trajs else 0.0
+
+
+def tool_stats(trajs: Sequence[Trajectory]) -> dict[str, float]:
+    """All tool-use metrics, keyed by their telemetry.EVAL_METRICS names."""
+    return {
+        "code_ratio": code_ratio(trajs),
+        "tool_calls_per_response": tool_calls_per_response(trajs),
+        "tool_error_rate": tool_error_rate(trajs),
+        "tool_timeout_rate": tool_timeout_rate(trajs),
+        "response_tokens": response_tokens(trajs),
+        "tool_tokens": tool_tokens(trajs),
+        "truncation_rate": truncation_rate(trajs),
+    }
