@@ -1,9 +1,40 @@
+"""`zerotir analyze RUN_DIR [RUN_DIR ...] --out REPORT_DIR`: fit scaling laws to runs and write the report."""
+
+from __future__ import annotations
+
 import typer
 
-from zerotir.cli_common import not_yet
+from zerotir.cli_common import fail
 
 
-def analyze_command(run_dirs: list[str] = typer.Argument(..., help="Run directories."),
-                    out: str = typer.Option("report", "--out", help="Report directory.")) -> None:
-    """Fit scaling laws to runs' metrics and write a report."""
-    not_yet("analyze", "scaling analysis")
+def analyze_command(
+    run_dirs: list[str] = typer.Argument(..., help="Run directories (or folders of run directories)."),
+    out: str = typer.Option("report", "--out", "-o", help="Report directory (created)."),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the 95% CIs (0 = no CIs)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and cross-validation folds."),
+    metric: list[str] = typer.Option([], "--metric", "-m",
+                                     help="Metric to analyse (repeatable; default: accuracy, code use, length, "
+                                          "entropy, train and eval)."),
+    ignore_key: list[str] = typer.Option([], "--ignore-key",
+                                         help="Extra config key that does not split groups (repeatable; "
+                                              "'section.*' for a whole section)."),
+) -> None:
+    """Fit power / saturating / log-linear laws to metrics vs step, correlate metrics, compare seed groups."""
+    import json
+
+    from zerotir.analysis.report import analyze
+    from zerotir.analysis.runs import IGNORED_KEYS
+
+    if bootstrap < 0:
+        fail("--bootstrap must be ≥ 0")
+    try:
+        path = analyze(run_dirs, out, metrics=tuple(metric) or None, n_boot=bootstrap, seed=seed,
+                       ignore=IGNORED_KEYS + tuple(ignore_key))
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        fail(str(e))
+        return
+    res = json.loads((path / "fits.json").read_text())
+    for h in res.get("headline", []):
+        params = ", ".join(f"{k}={v:.3g}" for k, v in h["params"].items())
+        typer.echo(f"{h['group']:<40} {h['metric']:<26} {h['law']:<11} {params}")
+    typer.echo(f"report: {path / 'report.html'}  ({path / 'report.md'}, {path / 'fits.json'})")

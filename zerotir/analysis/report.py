@@ -1,0 +1,296 @@
+"""The scaling report: load runs → group seeds → fit laws per group and metric → correlations → plots → files.
+
+    from zerotir.analysis.report import analyze
+    out = analyze(["runs/tools-s0", "runs/tools-s1", "runs/notools-s0"], "report")   # → Path("report")
+
+`out` then holds report.md (plots linked from plots/), report.html (self-contained, plots embedded), fits.json
+(machine-readable: every fit, CI, held-out and extrapolation error, correlation, note) and plots/*.png.
+Short, constant, noisy or missing series never stop the report: each one becomes a note.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zerotir.analysis.correlations import correlation_table
+from zerotir.analysis.fits import LAWS, SeriesFit, _clean, fit_series
+from zerotir.analysis.runs import IGNORED_KEYS, Group, Run, group_band, group_runs, load_run, pooled_points
+from zerotir.analysis.render import to_html, to_markdown
+
+DEFAULT_METRICS: tuple[str, ...] = (
+    "eval/accuracy", "eval/code_ratio", "eval/tool_calls_per_response", "eval/response_tokens",
+    "reward/accuracy", "rollout/code_ratio", "rollout/tool_calls_per_response", "rollout/response_tokens",
+    "loss/entropy",
+)
+"""Metrics analysed by default (in report order); eval/<benchmark>/accuracy series found in the runs are added."""
+
+HEADLINE = ("eval/accuracy", "reward/accuracy", "eval/code_ratio", "rollout/code_ratio", "eval/response_tokens",
+            "rollout/response_tokens")
+
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    """Each path is a run dir (has metrics.jsonl) or a folder of run dirs (its subfolders with metrics.jsonl)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "metrics.jsonl").is_file():
+            out.append(p)
+            continue
+        subs = sorted(d for d in p.iterdir() if (d / "metrics.jsonl").is_file()) if p.is_dir() else []
+        if not subs:
+            raise FileNotFoundError(f"{p}: not a run directory (no metrics.jsonl) and holds no run directories")
+        out.extend(subs)
+    return out
+
+
+def _metrics_to_analyse(runs: list[Run], metrics: tuple[str, ...] | None) -> list[str]:
+    if metrics:
+        return list(metrics)
+    present = {k for r in runs for k in r.series}
+    bench = sorted(k for k in present if re.fullmatch(r"eval/[^/]+/accuracy", k))
+    return list(DEFAULT_METRICS) + bench
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:80] or "x"
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _fmt_p(p: Any) -> str:
+    if p is None:
+        return "–"
+    return "<1e-4" if p < 1e-4 else f"{p:.2g}"
+
+
+def _param_str(lf) -> str:
+    parts = []
+    for k, v in lf.params.items():
+        ci = lf.ci.get(k)
+        parts.append(f"{k}={_fmt(v)}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
+    return ", ".join(parts)
+
+
+def final_value(group: Group, metric: str) -> dict:
+    """Across-seed mean and 95% CI of each seed's last-10%-of-steps average (the 'where it ended' number)."""
+    from scipy import stats
+
+    per = []
+    for r in group.runs:
+        s = r.series.get(metric)
+        if not s:
+            continue
+        steps = sorted(s)
+        tail = steps[-max(1, len(steps) // 10):]
+        per.append(float(np.mean([s[k] for k in tail])))
+    if not per:
+        return {"n": 0, "mean": None, "lo": None, "hi": None}
+    m = float(np.mean(per))
+    if len(per) < 2:
+        return {"n": 1, "mean": m, "lo": None, "hi": None}
+    half = float(stats.t.ppf(0.975, len(per) - 1) * np.std(per, ddof=1) / math.sqrt(len(per)))
+    return {"n": len(per), "mean": m, "lo": m - half, "hi": m + half}
+
+
+def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str, ...] | None = None,
+            n_boot: int = 200, seed: int = 0, ignore: tuple[str, ...] = IGNORED_KEYS) -> Path:
+    """Write the scaling report for `run_dirs` (run dirs or folders of them) into `out_dir`; returns `out_dir`."""
+    t0 = time.time()
+    out = Path(out_dir)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    dirs = find_run_dirs(run_dirs)
+    if not dirs:
+        raise ValueError("no run directories given")
+    runs = [load_run(d) for d in dirs]
+    groups = group_runs(runs, ignore)
+    names = _metrics_to_analyse(runs, metrics)
+    notes: list[str] = [n for r in runs for n in r.notes]
+    missing = [m for m in names if not any(m in r.series for r in runs)]
+    if missing:
+        notes.append(f"metric(s) in no run, skipped: {', '.join(missing)}")
+    present = [m for m in names if m not in missing]
+
+    blocks: list[tuple] = [("h", 1, "zerotir scaling report"),
+                           ("p", f"{len(runs)} run(s) in {len(groups)} group(s); laws: "
+                                 + "; ".join(f"{n}: {L.formula}" for n, L in LAWS.items())
+                                 + f". Bootstrap resamples: {n_boot}. Laws are fitted to all seeds' points of a group "
+                                   "(x = training step); the chosen law has the lowest 5-fold held-out RMSE "
+                                   "(the simplest within 1%) and must beat the constant mean; the extrapolation "
+                                   "check fits the first 70% of the step range and predicts the rest.")]
+    group_of = {id(r): g.label for g in groups for r in g.runs}
+    blocks += [("h", 2, "Runs"),
+               ("table", ["run", "group", "seed", "rows", "last step"],
+                [[r.name, group_of[id(r)], _fmt(r.config.get("train.seed")), r.n_rows,
+                  _fmt(max((max(s) for s in r.series.values() if s), default=None))] for r in runs])]
+
+    result: dict[str, Any] = {"version": 1, "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                              "laws": {n: {"formula": L.formula, "params": list(L.param_names)}
+                                       for n, L in LAWS.items()},
+                              "n_boot": n_boot, "seed": seed, "metrics": present,
+                              "runs": [{"path": str(r.path), "name": r.name, "group": group_of[id(r)],
+                                        "seed": r.config.get("train.seed"), "rows": r.n_rows, "notes": r.notes}
+                                       for r in runs],
+                              "groups": [], "notes": notes}
+
+    # Fits and correlations per group.
+    fitted: dict[str, dict[str, SeriesFit]] = {}
+    for gi, g in enumerate(groups):
+        gres: dict[str, Any] = {"label": g.label, "runs": [r.name for r in g.runs], "seeds": g.seeds,
+                                "differs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.differs.items()},
+                                "metrics": {}, "correlations": []}
+        fitted[g.label] = {}
+        panels = []
+        for m in present:
+            x, y = pooled_points(g, m)
+            if len(x) == 0:
+                gres["metrics"][m] = {"n": 0, "note": "metric missing in this group", "fits": {}}
+                continue
+            sf = fit_series(x, y, n_boot=n_boot, seed=seed)
+            fitted[g.label][m] = sf
+            gres["metrics"][m] = {**sf.to_dict(), "final": final_value(g, m)}
+            panels.append((m, x, y, sf))
+        means = {m: dict(zip(b["step"].tolist(), b["mean"].tolist()))
+                 for m in present if len((b := group_band(g, m))["step"])}
+        gres["correlations"] = correlation_table(means, [m for m in present if m in means])
+        result["groups"].append(gres)
+        g_slug = f"g{gi}_{_slug(g.label)}"
+        if panels:
+            plot_fits_path = _plot_fits(panels, g, plots / f"fits_{g_slug}.png")
+            gres["plot_fits"] = str(plot_fits_path.relative_to(out))
+        if len(means) >= 2:
+            from zerotir.analysis.plots import plot_correlations
+
+            p = plot_correlations(gres["correlations"], list(means), f"{g.label}: correlations of group-mean series",
+                                  plots / f"corr_{g_slug}.png")
+            gres["plot_corr"] = str(p.relative_to(out))
+
+    blocks += _headline_blocks(groups, fitted, result)
+    blocks += _comparison_blocks(groups, present, plots, out, result)
+    for g, gres in zip(groups, result["groups"]):
+        blocks += _group_blocks(g, gres, present)
+    if notes:
+        blocks += [("h", 2, "Notes")] + [("note", n) for n in notes]
+    blocks.append(("p", f"Generated {result['generated']} in {time.time() - t0:.1f} s by `zerotir analyze`."))
+
+    (out / "fits.json").write_text(json.dumps(_clean(result), indent=1, default=str))
+    (out / "report.md").write_text(to_markdown(blocks))
+    (out / "report.html").write_text(to_html(blocks, out, "zerotir scaling report"))
+    return out
+
+
+def _plot_fits(panels, g: Group, path: Path) -> Path:
+    from zerotir.analysis.plots import plot_fits
+
+    return plot_fits(panels, f"{g.label} — {len(g.runs)} run(s): fitted laws", path)
+
+
+def _headline_blocks(groups: list[Group], fitted: dict[str, dict[str, SeriesFit]], result: dict) -> list[tuple]:
+    rows, heads = [], []
+    for g in groups:
+        for m in HEADLINE:
+            sf = fitted[g.label].get(m)
+            if sf is None:
+                continue
+            if sf.best is None:
+                rows.append([g.label, m, "–", "–", "–", "–", "–", sf.note or "no law chosen"])
+                continue
+            lf = sf.fits[sf.best]
+            rows.append([g.label, m, f"{sf.best}: {LAWS[sf.best].formula}", _param_str(lf), _fmt(lf.r2),
+                         f"{_fmt(lf.cv_rmse)} (mean {_fmt(sf.baseline_cv_rmse)})",
+                         f"{_fmt(lf.extrap_rmse)} (persist. {_fmt(sf.naive_extrap_rmse)})", lf.note or sf.note])
+            heads.append({"group": g.label, "metric": m, "law": sf.best, "params": lf.params, "ci": lf.ci,
+                          "r2": lf.r2, "cv_rmse": lf.cv_rmse, "extrap_rmse": lf.extrap_rmse,
+                          "naive_extrap_rmse": sf.naive_extrap_rmse})
+    result["headline"] = heads
+    if not rows:
+        return [("h", 2, "Headline fits"), ("note", "none of the headline metrics could be fitted")]
+    return [("h", 2, "Headline fits"),
+            ("p", "Best law per group for the key metrics; parameters with bootstrap 95% CIs. Held-out RMSE is "
+                  "compared with the constant-mean model, extrapolation RMSE with a persistence forecast."),
+            ("table", ["group", "metric", "law", "parameters [95% CI]", "R²", "held-out RMSE", "extrap. RMSE",
+                       "note"], rows)]
+
+
+def _comparison_blocks(groups: list[Group], present: list[str], plots: Path, out: Path,
+                       result: dict) -> list[tuple]:
+    from zerotir.analysis.plots import plot_compare
+
+    blocks: list[tuple] = [("h", 2, "Groups compared")]
+    diff_keys = sorted({k for g in groups for k in g.differs})
+    blocks.append(("p", ("Groups differ in: " + ", ".join(f"`{k}`" for k in diff_keys)) if diff_keys
+                   else "A single configuration (seeds only)."))
+    rows = []
+    for m in present:
+        cells = []
+        for g in groups:
+            f = final_value(g, m)
+            ci = f" [{_fmt(f['lo'])}, {_fmt(f['hi'])}]" if f["lo"] is not None else ""
+            cells.append(f"{_fmt(f['mean'])}{ci}" if f["n"] else "–")
+        rows.append([m] + cells)
+    blocks.append(("p", "Final value per group: mean over seeds of each seed's last-10%-of-steps average, 95% CI "
+                        "across seeds where there are ≥ 2."))
+    blocks.append(("table", ["metric"] + [f"{g.label} (n={len(g.runs)})" for g in groups], rows))
+    result["compare_plots"] = {}
+    for m in present:
+        p = plot_compare(groups, m, plots / f"compare_{_slug(m)}.png")
+        rel = str(p.relative_to(out))
+        result["compare_plots"][m] = rel
+        blocks.append(("img", rel, f"{m} by group"))
+    return blocks
+
+
+def _group_blocks(g: Group, gres: dict, present: list[str]) -> list[tuple]:
+    seeds = ", ".join(_fmt(s) for s in g.seeds)
+    blocks: list[tuple] = [("h", 2, f"Group: {g.label}"),
+                           ("p", f"{len(g.runs)} run(s): {', '.join(gres['runs'])} (seeds {seeds}).")]
+    if "plot_fits" in gres:
+        blocks.append(("img", gres["plot_fits"], f"fits for {g.label}"))
+    rows = []
+    for m in present:
+        mres = gres["metrics"].get(m, {})
+        if not mres.get("fits"):
+            rows.append([m, "–", "–", "–", "–", "–", "–", mres.get("note") or "no fit"])
+            continue
+        for name, lf in mres["fits"].items():
+            if not lf["ok"]:
+                rows.append([m, name, "–", "–", "–", "–", "–", lf["note"]])
+                continue
+            params = ", ".join(f"{k}={_fmt(v)}" + (f" [{_fmt(lf['ci'][k][0])}, {_fmt(lf['ci'][k][1])}]"
+                                                     if k in lf["ci"] else "") for k, v in lf["params"].items())
+            best = " ✓" if mres.get("best") == name else ""
+            rows.append([m, name + best, mres["n"], params, _fmt(lf["r2"]), _fmt(lf["cv_rmse"]),
+                         _fmt(lf["extrap_rmse"]), "; ".join(x for x in (lf["note"], mres.get("note")) if x)])
+    blocks.append(("h", 3, "Fits"))
+    blocks.append(("table", ["metric", "law (✓ chosen)", "n", "parameters [95% CI]", "R²", "held-out RMSE",
+                             "extrap. RMSE", "note"], rows))
+    if gres["correlations"]:
+        blocks.append(("h", 3, "Correlations (group-mean series)"))
+        blocks.append(("p", "Raw correlations of two trending series mostly reflect the shared trend; the "
+                            "detrended columns correlate first differences (step-to-step changes)."))
+        crow = []
+        for c in gres["correlations"]:
+            r, d = c["raw"], c["detrended"]
+            crow.append([c["a"], c["b"], c["n"], f"{_fmt(r['spearman'])} (p {_fmt_p(r['spearman_p'])})",
+                         f"{_fmt(r['pearson'])} (p {_fmt_p(r['pearson_p'])})",
+                         f"{_fmt(d['spearman'])} (p {_fmt_p(d['spearman_p'])})",
+                         f"{_fmt(d['pearson'])} (p {_fmt_p(d['pearson_p'])})",
+                         "; ".join(x for x in (c["note"], r["note"], d["note"]) if x)])
+        blocks.append(("table", ["a", "b", "n", "Spearman raw", "Pearson raw", "Spearman detrended",
+                                 "Pearson detrended", "note"], crow))
+        if "plot_corr" in gres:
+            blocks.append(("img", gres["plot_corr"], f"correlations for {g.label}"))
+    return blocks
+
