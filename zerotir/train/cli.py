@@ -1,8 +1,67 @@
+"""`zerotir train`: RL-train a model with tools. Heavy imports live inside the command body."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from zerotir.cli_common import not_yet
+from zerotir.cli_common import fail
 
 
-def train_command(config: str = typer.Option("toy", "--config", help="YAML file or preset name.")) -> None:
-    """RL-train a model with tools."""
-    not_yet("train", "training loop")
+def train_command(
+    config: Optional[str] = typer.Option(None, "--config", "-c",
+                                         help="YAML file or preset name (toy, paper). Default: toy, or the resumed "
+                                              "run's config.yaml."),
+    set_: list[str] = typer.Option([], "--set", help="Dotted override key=value (repeatable), e.g. train.steps=5."),
+    resume: Optional[str] = typer.Option(None, "--resume", flag_value="latest",
+                                         help="Continue a run: --resume DIR (a run dir or one of its checkpoints), "
+                                              "or bare --resume for the newest run of this name."),
+    run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Write the run here instead of train.run_dir."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="local or ray (sets train.backend)."),
+    rollout_workers: Optional[int] = typer.Option(None, "--rollout-workers", help="Ray rollout actors."),
+    learners: Optional[int] = typer.Option(None, "--learners", help="Ray data-parallel learners."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address ('' starts a local Ray)."),
+) -> None:
+    """RL-train a model with tools; writes a run dir (config.yaml, metrics.jsonl, transcripts/, checkpoints/)."""
+    from zerotir.config import ConfigError, load_config
+
+    resume_arg: str | bool = False
+    overrides = list(set_)
+    for flag, key in ((backend, "train.backend"), (rollout_workers, "train.rollout_workers"),
+                      (learners, "train.learners"), (address, "train.ray_address")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    if resume is not None:
+        resume_arg = True if resume == "latest" else resume
+        if config is None and resume != "latest":  # a resumed run keeps its own resolved config
+            rdir = Path(resume)
+            rdir = rdir.parent.parent if rdir.parent.name == "checkpoints" else rdir
+            if (rdir / "config.yaml").is_file():
+                config = str(rdir / "config.yaml")
+    try:
+        cfg = load_config(config or "toy", overrides)
+    except ConfigError as e:
+        fail(str(e))
+        return
+    if cfg.train.backend == "ray":
+        try:
+            from zerotir.distributed import ray_train  # type: ignore[attr-defined]
+        except ImportError:
+            fail("train.backend=ray needs zerotir.distributed.ray_train (pip install 'zerotir[ray]')")
+            return
+        ray_train(cfg)
+        return
+    if cfg.train.backend != "local":
+        fail(f"train.backend: unknown backend '{cfg.train.backend}' (local, ray)")
+    from zerotir.data import DataError
+    from zerotir.models import ModelError
+    from zerotir.train.loop import train
+
+    try:
+        out = train(cfg, resume=resume_arg, run_dir=run_dir)
+    except (DataError, ModelError, FileNotFoundError, FileExistsError, ValueError) as e:
+        fail(str(e))
+        return
+    typer.echo(f"run dir: {out}")

@@ -1,0 +1,100 @@
+"""Prompt sampler cursor, step metrics (hand-computed), minibatch split, and atomic checkpoints."""
+
+import os
+
+import torch
+
+from zerotir.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from zerotir.train.learner import Learner
+from zerotir.train.stats import PromptSampler, reward_metrics, rollout_metrics, split_minibatches
+from zerotir.types import Problem, Segment, ToolCall, Trajectory
+
+from .conftest import tiny_cfg
+
+
+def test_sampler_cursor_resumes_same_sequence():
+    probs = [Problem(id=str(i), prompt=f"q{i}", answer=str(i)) for i in range(5)]
+    a = PromptSampler(probs, seed=3)
+    first = [p.id for p in a.take(3)] + [p.id for p in a.take(4)]  # crosses into epoch 1
+    assert sorted(first[:5]) == ["0", "1", "2", "3", "4"] and a.epoch == 1 and a.pos == 2
+    b = PromptSampler(probs, seed=3)
+    b.take(3)
+    c = PromptSampler(probs, seed=3)
+    c.restore(b.cursor)
+    assert [p.id for p in c.take(4)] == first[3:]
+    assert [p.id for p in PromptSampler(probs, shuffle=False).take(6)] == ["0", "1", "2", "3", "4", "0"]
+
+
+def _traj(n_sampled, n_tool, calls=(), correct=False, answer=None, finish="eos"):
+    n = n_sampled + n_tool
+    mask = [1] * n_sampled + [0] * n_tool
+    segs = [Segment("model", 0, n_sampled)] + ([Segment("tool", n_sampled, n)] if n_tool else [])
+    tcs = [ToolCall(code="x", status=s, executed=s != "skipped", output_segment=1 if s != "skipped" else None,
+                    duration_s=0.5) for s in calls]
+    return Trajectory(problem_id="p", prompt_ids=[1], response_ids=[2] * n, loss_mask=mask,
+                      logprobs=[-1.0 if m else 0.0 for m in mask], segments=segs, tool_calls=tcs,
+                      correct=correct, reward=float(correct), answer=answer, finish_reason=finish)
+
+
+def test_rollout_and_reward_metrics_hand_computed():
+    trajs = [_traj(10, 4, calls=("ok", "error"), correct=True, answer="1"),
+             _traj(6, 2, calls=("timeout", "skipped"), answer="2"),
+             _traj(8, 0, finish="length")]
+    m = rollout_metrics(trajs)
+    assert m["rollout/code_ratio"] == 2 / 3
+    assert m["rollout/tool_calls_per_response"] == 1.0          # (2 + 1 + 0) / 3
+    assert m["rollout/tool_error_rate"] == 1 / 3                 # 1 error of 3 executed
+    assert m["rollout/tool_timeouts"] == 1.0
+    assert m["rollout/budget_exceeded_calls"] == 1.0
+    assert m["rollout/response_tokens"] == 8.0                   # (10 + 6 + 8) / 3
+    assert m["rollout/tool_tokens"] == 2.0                       # (4 + 2 + 0) / 3
+    assert m["rollout/truncation_rate"] == 1 / 3
+    assert m["perf/tool_seconds"] == 1.5
+    r = reward_metrics(trajs)
+    assert r["reward/accuracy"] == 1 / 3 and r["reward/format"] == 2 / 3
+    assert r["reward/accuracy_with_code"] == 0.5 and r["reward/accuracy_without_code"] == 0.0
+
+
+def test_split_minibatches_partition():
+    parts = split_minibatches(10, 3, (0, 1, 0))
+    assert sorted(i for p in parts for i in p) == list(range(10)) and [len(p) for p in parts] == [4, 3, 3]
+    assert parts == split_minibatches(10, 3, (0, 1, 0)) and parts != split_minibatches(10, 3, (0, 2, 0))
+    assert len(split_minibatches(2, 5, (0,))) == 2
+
+
+def _touch_optimizer(learner):
+    ids = torch.tensor([[3, 4, 5, 6]])
+    learner.policy(input_ids=ids).logits.float().pow(2).mean().backward()
+    learner.optimizer.step()
+    learner.scheduler.step()
+    learner.optimizer.zero_grad()
+
+
+def test_checkpoint_roundtrip_atomic_and_pruned(tiny_model_dir, tmp_path):
+    cfg = tiny_cfg(tiny_model_dir, optim__warmup_steps=3)
+    a = Learner(cfg)
+    _touch_optimizer(a)
+    torch.manual_seed(123)
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, a, {"data_cursor": {"epoch": 0, "pos": step}}, keep=2)
+    # a killed run's temporary directory is ignored, then cleaned up by the next save
+    os.makedirs(tmp_path / "checkpoints" / ".step_000009.tmp-999999")
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_000002", "step_000003"]
+    after_save = torch.rand(3)
+
+    b = Learner(cfg)
+    state = load_checkpoint(latest_checkpoint(tmp_path), b)
+    assert state["step"] == 3 and state["data_cursor"]["pos"] == 3
+    assert torch.equal(torch.rand(3), after_save)  # RNG restored to the moment of saving
+    for (n, p), (_, q) in zip(a.policy.named_parameters(), b.policy.named_parameters()):
+        assert torch.equal(p, q), n
+    assert b.scheduler.get_last_lr() == a.scheduler.get_last_lr()
+    sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa)
+    save_checkpoint(tmp_path, 4, b, {"data_cursor": {"epoch": 0, "pos": 4}}, keep=2)
+    assert not list((tmp_path / "checkpoints").glob(".step_*"))
+    # the policy dir is a loadable HF model directory
+    from zerotir.models import load_model_and_tokenizer
+
+    m, tok = load_model_and_tokenizer(latest_checkpoint(tmp_path) / "policy", "cpu")
+    assert tok.pad_token_id is not None and m.config.vocab_size == a.policy.config.vocab_size

@@ -1,0 +1,119 @@
+"""Atomic checkpoints: everything needed to continue a run exactly where it stopped.
+
+    <run_dir>/checkpoints/step_000020/
+        policy/          HF model directory (config, safetensors, tokenizer); LoRA runs save merged weights here,
+                         so `zerotir eval --model .../policy` works on any checkpoint
+        trainer.pt       optimizer, scheduler (, critic, LoRA adapter) state
+        rng.pt           python / numpy / torch (/ cuda) RNG states
+        state.json       step, data cursor, policy version — written last
+
+A checkpoint is written into a hidden temporary directory and renamed into place, so a run killed at any moment
+leaves either the previous complete checkpoints or the new complete one, never a half-written one. Only the newest
+`keep` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CKPT_SUBDIR = "checkpoints"
+
+
+def rng_state() -> dict[str, Any]:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (state.json present), oldest first."""
+    root = Path(run_dir) / CKPT_SUBDIR
+    if not root.is_dir():
+        return []
+    done = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / "state.json").is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(run_dir: str | Path, step: int, learner: Any, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write checkpoint `step` atomically and prune to the newest `keep`. `state` must be JSON-serialisable
+    (step, data cursor, ...). Returns the checkpoint directory."""
+    root = Path(run_dir) / CKPT_SUBDIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".{final.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    learner.save_policy(tmp / "policy")
+    torch.save(learner.trainer_state(), tmp / "trainer.pt")
+    torch.save(rng_state(), tmp / "rng.pt")
+    with open(tmp / "state.json", "w", encoding="utf-8") as f:
+        json.dump({**state, "step": step}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():  # re-saving a step (e.g. after a resume): move the old one aside, then swap
+        old = root / f".{final.name}.old-{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+    _fsync_dir(root)
+    for stale in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    for junk in root.glob(".step_*"):  # temporaries of killed runs
+        if not junk.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(junk, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: str | Path, learner: Any, restore_rng: bool = True) -> dict[str, Any]:
+    """Load policy weights, optimizer/scheduler state and RNG states into place; return state.json's content."""
+    p = Path(path)
+    if not (p / "state.json").is_file():
+        raise FileNotFoundError(f"{p}: not a complete checkpoint (no state.json)")
+    with open(p / "state.json", encoding="utf-8") as f:
+        state = json.load(f)
+    if not learner.lora:
+        learner.load_policy(p / "policy")
+    learner.load_trainer_state(torch.load(p / "trainer.pt", map_location=learner.device, weights_only=False))
+    if restore_rng:
+        set_rng_state(torch.load(p / "rng.pt", weights_only=False))
+    return state
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
