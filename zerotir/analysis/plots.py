@@ -86,7 +86,8 @@ def plot_fits(panels: list[tuple[str, np.ndarray, np.ndarray, SeriesFit]], title
                     label="fit on first 70%")
         if sf.note and not sf.fits:
             ax.text(0.02, 0.95, sf.note[:60], fontsize=6, va="top", transform=ax.transAxes)
-        ax.legend(fontsize=6, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="best")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
