@@ -1,0 +1,84 @@
+"""Unit tests: base-model builder (loads as an HF dir, seeded), lr schedule, probe helpers, demo report pieces."""
+
+import json
+import math
+
+import pytest
+
+from zerotir.toy.base import BaseSpec, build_base, lr_at
+from zerotir.toy.corpus import CorpusSpec
+from zerotir.toy.demo import eval_rows, plot_curves, prepend_base_row, start_end, table_markdown
+from zerotir.toy.probe import is_correct, last_boxed, run_code
+
+
+def _tiny_spec(seed=0):
+    return BaseSpec(hidden=32, layers=1, heads=2, intermediate=64, seq_len=64, batch=4, steps=3, warmup=1,
+                    seed=seed, threads=1, corpus=CorpusSpec(n_docs=300, seed=seed))
+
+
+def test_build_base_is_an_hf_dir_and_seeded(tmp_path):
+    import torch
+
+    from zerotir.models import load_model_and_tokenizer
+
+    build_base(_tiny_spec(0), tmp_path / "a", log=lambda m: None)
+    build_base(_tiny_spec(0), tmp_path / "b", log=lambda m: None)
+    build_base(_tiny_spec(1), tmp_path / "c", log=lambda m: None)
+    ma, tok = load_model_and_tokenizer(tmp_path / "a", device="cpu")
+    mb, _ = load_model_and_tokenizer(tmp_path / "b", device="cpu")
+    mc, _ = load_model_and_tokenizer(tmp_path / "c", device="cpu")
+    sa, sb, sc = ma.state_dict(), mb.state_dict(), mc.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    assert ma.config.model_type == "llama" and tok.eos_token_id == ma.config.eos_token_id
+    summary = json.loads((tmp_path / "a" / "build.json").read_text())
+    assert summary["spec"]["steps"] == 3 and math.isfinite(summary["final_loss"])
+
+
+def test_lr_schedule_hand_values():
+    s = BaseSpec(lr=1.0, warmup=2, steps=12, min_lr_ratio=0.0)
+    assert lr_at(0, s) == 0.5 and lr_at(1, s) == 1.0
+    assert lr_at(2, s) == pytest.approx(1.0)
+    assert lr_at(7, s) == pytest.approx(0.5)  # halfway through the cosine
+    assert lr_at(12, s) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_probe_helpers():
+    assert last_boxed("a \\boxed{12} b \\boxed{3{4}5}") == "3{4}5"
+    assert last_boxed("no answer") is None and last_boxed("\\boxed{12") is None
+    assert is_correct("408", "408") and is_correct("408.0", "408") and not is_correct("409", "408")
+    assert not is_correct(None, "1")
+    assert run_code("print(12*34)") == "408\n"
+    assert "ZeroDivisionError" in run_code("1/0")
+    assert run_code("while True: pass", timeout_s=0.3) == "TimeoutError"
+
+
+ROWS = [
+    {"step": 0, "policy_version": 0, "eval/accuracy": 0.1, "eval/code_ratio": 0.05,
+     "eval/tool_calls_per_response": 0.05, "eval/response_tokens": 50.0},
+    {"step": 1, "reward/accuracy": 0.1, "rollout/code_ratio": 0.1, "rollout/tool_calls_per_response": 0.1,
+     "rollout/response_tokens": 52.0},
+    {"step": 2, "reward/accuracy": 0.6, "rollout/code_ratio": 0.9, "rollout/tool_calls_per_response": 0.9,
+     "rollout/response_tokens": 80.0, "eval/accuracy": 0.7, "eval/code_ratio": 0.95,
+     "eval/tool_calls_per_response": 1.0, "eval/response_tokens": 81.5},
+]
+
+
+def test_start_end_table_and_plot(tmp_path):
+    se = start_end(ROWS)
+    assert se["start"]["step"] == 0 and se["end"]["step"] == 2
+    assert se["end"]["eval/code_ratio"] == 0.95
+    md = table_markdown(se)
+    assert "| accuracy | 0.100 | 0.700 |" in md and "| response length (tokens) | 50.0 | 81.5 |" in md
+    assert [r["step"] for r in eval_rows(ROWS)] == [0, 2]
+    p = plot_curves(ROWS, tmp_path / "plots" / "curves.png")
+    assert p.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="no held-out eval rows"):
+        start_end([ROWS[1]])
+
+
+def test_prepend_base_row(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward/mean": 0.5}) + "\n")
+    prepend_base_row(tmp_path, {"eval/accuracy": 0.25})
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines == [{"step": 0, "policy_version": 0, "eval/accuracy": 0.25}, {"step": 1, "reward/mean": 0.5}]

@@ -1,0 +1,125 @@
+"""Unit tests: toy tasks (answers exact, splits fixed and disjoint), corpus (exact tool format), tokenizer."""
+
+import contextlib
+import io
+import random
+
+import pytest
+
+from zerotir.rollout.format import CODE_CLOSE, CODE_OPEN, OUTPUT_OPEN, extract_open_code, format_tool_output
+from zerotir.toy.corpus import (TOY_TEMPLATE, CorpusSpec, build_corpus, code_solution, corpus_stats,
+                                plausible_wrong, snippet, text_solution)
+from zerotir.toy.tasks import GENERATORS, Task, toy_problems
+
+
+def _run(code: str) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(code, {})
+    return buf.getvalue().strip()
+
+
+def test_hand_computed_examples():
+    rng = random.Random(0)
+    t = GENERATORS["mul"](rng, 1)
+    a, b = map(int, t.expr.split("*"))
+    assert t.answer == a * b and t.prompt == f"What is {a}*{b}?" and t.code == f"print({a}*{b})"
+    lin = GENERATORS["lin"](random.Random(3), 1)
+    # "Solve A*x + B = C for x." with an integer solution
+    lhs, c = lin.prompt[len("Solve "):-len(" for x.")].split(" = ")
+    a, b = lhs.split("*x + ")
+    assert int(a) * lin.answer + int(b) == int(c)
+
+
+@pytest.mark.parametrize("kind", sorted(GENERATORS))
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_canonical_code_prints_the_answer(kind, level):
+    rng = random.Random(kind + str(level))
+    for _ in range(20):
+        t = GENERATORS[kind](rng, level)
+        assert _run(t.code) == str(t.answer), t
+
+
+def test_splits_fixed_disjoint_and_seeded():
+    held = toy_problems("heldout")
+    assert len(held) == 256 and held == toy_problems("heldout", seed=5)  # fixed: seed ignored
+    assert len({p.prompt for p in held}) == 256
+    train0 = toy_problems("train", seed=0)
+    assert len(train0) == 20_000
+    fixed = {p.prompt for s in ("heldout", "easy", "hard") for p in toy_problems(s)}
+    assert not fixed & {p.prompt for p in train0}
+    assert [p.prompt for p in toy_problems("train", seed=1)[:50]] != [p.prompt for p in train0[:50]]
+    assert all(p.meta["level"] == 0 for p in toy_problems("easy"))
+    assert all(p.meta["level"] == 1 for p in toy_problems("hard"))
+    kinds = {p.meta["kind"] for p in held}
+    assert {"mul", "add", "gcd", "lin"} <= kinds
+
+
+def test_gold_answers_verify_with_math_verify():
+    from math_verify import parse, verify
+
+    for p in toy_problems("heldout")[:20]:
+        assert verify(parse(f"${p.answer}$"), parse(f"\\boxed{{{p.answer}}}"))
+        assert not verify(parse(f"${p.answer}$"), parse(f"\\boxed{{{int(p.answer) + 1}}}"))
+
+
+def test_unknown_split_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown toy split 'nope'"):
+        toy_problems("nope")
+
+
+def test_reasoning_gym_split():
+    ps = toy_problems("rg-gcd")
+    assert len(ps) == 256 and ps[0].source == "reasoning_gym:gcd" and ps[0].answer.strip()
+
+
+def test_documents_use_the_rollout_format_exactly():
+    t = Task("mul", 1, "What is 12*34?", 408, "12*34", "print(12*34)")
+    sol = code_solution(t)
+    assert sol == ("Compute 12*34.\n```python\nprint(12*34)\n```\n```output\n408\n```\n"
+                   "So 12*34 = 408. The answer is \\boxed{408}.")
+    # The model's part ends at CODE_CLOSE; the rest starts with exactly what the rollout inserts.
+    cut = sol.index(CODE_CLOSE, sol.index(CODE_OPEN) + len(CODE_OPEN)) + len(CODE_CLOSE)
+    assert extract_open_code(sol[:cut]) == "print(12*34)"
+    assert sol[cut:].startswith(format_tool_output("408\n"))
+    assert snippet(t).startswith("Compute 12*34.\n" + CODE_OPEN)
+    assert TOY_TEMPLATE.format(problem=t.prompt) == "Q: What is 12*34?\nA: "
+
+
+def test_text_solutions_right_when_easy_guessed_when_hard():
+    rng = random.Random(0)
+    easy = Task("mul", 0, "What is 7*8?", 56, "7*8", "print(7*8)")
+    assert text_solution(easy, rng) == "7*8 = 56. The answer is \\boxed{56}."
+    hard = Task("mul", 1, "What is 1234*567?", 699678, "1234*567", "print(1234*567)")
+    guesses = [plausible_wrong(699678, rng) for _ in range(50)]
+    assert all(len(str(g)) == 6 and str(g)[0] == "6" for g in guesses)
+    assert sum(g == 699678 for g in guesses) <= 1
+    assert OUTPUT_OPEN not in text_solution(hard, rng)
+
+
+def test_corpus_shares_and_seed():
+    spec = CorpusSpec(n_docs=4000, code_solution_share=0.05, snippet_share=0.3, seed=1)
+    docs = build_corpus(spec)
+    st = corpus_stats(docs)
+    assert st["docs"] == 4000
+    assert abs(st["snippets"] / 4000 - 0.3) < 0.03
+    assert abs(st["code_solution_share"] - 0.05) < 0.015
+    assert docs == build_corpus(spec)
+    assert docs != build_corpus(CorpusSpec(n_docs=4000, seed=2))
+    held = {p.prompt for p in toy_problems("heldout")}
+    assert not any(d.startswith("Q: ") and d[3:].split("\n")[0] in held for d in docs)
+
+
+def test_char_tokenizer_roundtrip(tmp_path):
+    from transformers import AutoTokenizer
+
+    from zerotir.toy.tokenizer import build_char_tokenizer
+
+    build_char_tokenizer(tmp_path)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    text = "Q: What is 12*34?\nA: ```python\nprint(12*34)\n```"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert len(ids) == len(text)  # one token per character
+    assert tok.decode(ids) == text
+    assert tok.eos_token_id == 0 and tok.pad_token_id == 1 and len(tok) == 99
+    assert tok.encode("é", add_special_tokens=False) == [tok.unk_token_id]

@@ -1,0 +1,136 @@
+"""Pretraining the toy base model from scratch: a Llama-style decoder (RoPE, RMSNorm, SwiGLU, tied embeddings,
+~0.8M parameters) on the generated corpus, character tokens, saved as an ordinary HF directory.
+
+    build_base(BaseSpec(), "zerotir/assets/toy-base")     # what `zerotir toy build-base` runs
+
+Seeded: the corpus, the initialisation and the batch order all derive from `spec.seed`, so the same seed on the
+same torch build and thread count gives the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from zerotir.toy.corpus import CorpusSpec, build_corpus, corpus_stats
+
+
+@dataclass
+class BaseSpec:
+    """Architecture and pretraining settings of the toy base model."""
+
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate: int = 352
+    max_positions: int = 512
+    seq_len: int = 256
+    """Characters per training window; windows start at document starts (as prompts do at rollout)."""
+    batch: int = 32
+    steps: int = 1000
+    lr: float = 3e-3
+    warmup: int = 50
+    min_lr_ratio: float = 0.05
+    """Cosine decay ends at lr * min_lr_ratio."""
+    weight_decay: float = 0.01
+    seed: int = 0
+    threads: int = 2
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+
+
+def make_model(spec: BaseSpec, vocab_size: int, eos_id: int, pad_id: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
+                      num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
+                      max_position_embeddings=spec.max_positions, tie_word_embeddings=True, rope_theta=10000.0,
+                      bos_token_id=None, eos_token_id=eos_id, pad_token_id=pad_id, attention_bias=False)
+    torch.manual_seed(spec.seed)
+    return LlamaForCausalLM(cfg)
+
+
+def lr_at(step: int, spec: BaseSpec) -> float:
+    """Linear warm-up, then cosine decay to lr * min_lr_ratio (step is 0-based)."""
+    if step < spec.warmup:
+        return spec.lr * (step + 1) / spec.warmup
+    frac = (step - spec.warmup) / max(spec.steps - spec.warmup, 1)
+    return spec.lr * (spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def encode_corpus(docs: list[str], tok) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """All documents as one token stream (EOS after each) and the start offset of each document.
+    Returns (tokens [N] long, starts [D] long)."""
+    import torch
+
+    vocab = tok.get_vocab()
+    unk, eos = vocab["<unk>"], tok.eos_token_id
+    ids: list[int] = []
+    starts: list[int] = []
+    for d in docs:
+        starts.append(len(ids))
+        ids.extend(vocab.get(c, unk) for c in d)  # char-level: one token per character
+        ids.append(eos)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(starts, dtype=torch.long)
+
+
+def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
+    """Pretrain and save the toy base to `out_dir`; returns a summary (also written to out_dir/build.json)."""
+    import torch
+
+    from zerotir.toy.tokenizer import build_char_tokenizer
+
+    torch.set_num_threads(spec.threads)
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_char_tokenizer()
+    docs = build_corpus(spec.corpus)
+    stats = corpus_stats(docs)
+    tokens, starts = encode_corpus(docs, tok)
+    # Windows must fit: keep starts with a full window after them.
+    starts = starts[starts + spec.seq_len + 1 <= len(tokens)]
+    log(f"corpus: {stats['docs']} docs, {stats['chars'] / 1e6:.2f}M chars, {stats['snippets']} snippets, "
+        f"{stats['qa_with_code']} of {stats['qa']} Q/A solutions use code ({stats['code_solution_share']:.1%})")
+
+    model = make_model(spec, len(tok), tok.eos_token_id, tok.pad_token_id)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: Llama-style, {n_params / 1e6:.2f}M parameters, vocab {len(tok)}")
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=spec.lr, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(spec.seed)
+    offs = torch.arange(spec.seq_len + 1)
+    model.train()
+    ema, losses = None, []
+    for step in range(spec.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, spec)
+        idx = starts[torch.randint(len(starts), (spec.batch,), generator=gen)]
+        window = tokens[idx[:, None] + offs[None, :]]  # [B, T+1]
+        logits = model(input_ids=window[:, :-1]).logits  # [B, T, V]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if (step + 1) % 50 == 0 or step == 0:
+            losses.append({"step": step + 1, "loss": round(ema, 4), "seconds": round(time.time() - t0, 1)})
+            log(f"step {step + 1}/{spec.steps}  loss {ema:.4f}  lr {lr_at(step, spec):.2e}  {time.time() - t0:.0f}s")
+    model.eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    summary = {"spec": asdict(spec), "params": n_params, "corpus": stats, "final_loss": ema,
+               "seconds": round(time.time() - t0, 1), "threads": spec.threads, "torch": torch.__version__,
+               "loss_curve": losses}
+    (out / "build.json").write_text(json.dumps(summary, indent=1))
+    log(f"saved to {out} ({summary['seconds']:.0f}s, final loss {ema:.4f})")
+    return summary

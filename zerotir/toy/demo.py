@@ -1,0 +1,275 @@
+"""`zerotir demo`: RL with the sandbox on the toy base, then a report showing tool use emerge.
+
+    run = run_demo(demo_config(seed=0))                 # what `make demo` runs
+    run = run_demo(demo_config(seed=0, no_tools=True))  # ZeroRL baseline: same budget, code is never run
+    run_grid(demo_config(), "runs/toy-grid")            # train budgets x eval budgets (0, 1, 2, 4)
+
+Everything goes through the project's own parts: `zerotir.train.loop.train` (rollout, sandbox, reward, algos,
+learner, periodic eval) and `zerotir.eval.core.evaluate`. The demo adds an eval of the untouched base model before
+training, written as a step-0 row at the top of the run's metrics.jsonl (the loop's first eval is after step
+`eval_every`), so the report's "start" column is the model before any RL. The report (report.md, summary.json,
+plots/*.png, the analysis report when zerotir.analysis is available) lands in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from zerotir.config import Config, load_config
+from zerotir.telemetry import get_logger, read_metrics
+
+log = get_logger("toy")
+
+TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("accuracy", "eval/accuracy", "{:.3f}"),
+    ("code ratio", "eval/code_ratio", "{:.3f}"),
+    ("calls per response", "eval/tool_calls_per_response", "{:.2f}"),
+    ("response length (tokens)", "eval/response_tokens", "{:.1f}"),
+)
+"""The start-vs-end table: (label, metric, format)."""
+
+PANELS: tuple[tuple[str, str, str], ...] = (
+    ("accuracy", "reward/accuracy", "eval/accuracy"),
+    ("code ratio", "rollout/code_ratio", "eval/code_ratio"),
+    ("tool calls per response", "rollout/tool_calls_per_response", "eval/tool_calls_per_response"),
+    ("response length (sampled tokens)", "rollout/response_tokens", "eval/response_tokens"),
+)
+"""Plot panels: (title, training-batch metric, held-out eval metric)."""
+
+
+def demo_config(*, seed: int = 0, steps: int | None = None, algo: str | None = None, no_tools: bool = False,
+                overrides: Sequence[str] = ()) -> Config:
+    """The 'toy' preset with the demo's options applied. `no_tools` sets the train and eval tool budgets to 0
+    (code blocks are answered with the budget message and never run): the ZeroRL baseline at the same budget."""
+    extra = [f"train.seed={seed}", f"train.name=demo-{'notools' if no_tools else 'tools'}-s{seed}"]
+    if steps is not None:
+        extra.append(f"train.steps={steps}")
+    if algo:
+        extra.append(f"algo.name={algo}")
+    if no_tools:
+        extra += ["rollout.max_tool_calls=0", "eval.max_tool_calls=0"]
+    return load_config("toy", extra + list(overrides))
+
+
+# ------------------------------------------------------------------------------------------------- eval
+
+
+def eval_policy(model_path: str | Path, cfg: Config, max_tool_calls: int | None = None,
+                seed: int | None = None) -> dict[str, float]:
+    """Held-out eval of one model directory with the project's evaluate(): an 'eval/…' metric row."""
+    from zerotir.data import load_problems
+    from zerotir.eval.core import eval_rollout_config, evaluate
+    from zerotir.models import load_model_and_tokenizer, pick_device
+    from zerotir.reward import RewardScorer
+    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.sandbox import make_sandbox
+
+    budget = cfg.eval.max_tool_calls if max_tool_calls is None else max_tool_calls
+    seed = cfg.train.seed if seed is None else seed
+    problems = load_problems(cfg.data.eval, limit=cfg.data.eval_limit, seed=cfg.train.seed).problems
+    device = pick_device(cfg.model.device)
+    model, tok = load_model_and_tokenizer(str(model_path), device, cfg.model.dtype)
+    engine = HFEngine(model, tok, max_batch=cfg.rollout.batch_size, device=device, seed=seed)
+    t0 = time.perf_counter()
+    with make_sandbox(cfg.sandbox) as sandbox, RewardScorer(cfg.reward) as scorer:
+        rcfg = replace(eval_rollout_config(cfg.rollout, cfg.eval), max_tool_calls=budget)
+        report = evaluate(problems, engine, sandbox, scorer, rollout_cfg=rcfg, samples=cfg.eval.samples,
+                          max_tool_calls=budget, seed=seed)
+    return {**report.metric_row("eval/"), "perf/eval_seconds": time.perf_counter() - t0}
+
+
+def prepend_base_row(run_dir: Path, row: dict[str, float]) -> None:
+    """Put the base model's eval first in metrics.jsonl as step 0 (policy version 0, before any update)."""
+    path = run_dir / "metrics.jsonl"
+    rest = path.read_text(encoding="utf-8") if path.exists() else ""
+    path.write_text(json.dumps({"step": 0, "policy_version": 0, **row}) + "\n" + rest, encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def run_demo(cfg: Config, run_dir: str | Path | None = None, *, base_eval: bool = True,
+             analysis: bool = True) -> Path:
+    """Eval the base, RL-train per `cfg` with the project's loop, write the report; returns the run directory."""
+    from zerotir.models import resolve_model_path
+    from zerotir.train.loop import train
+
+    t0 = time.perf_counter()
+    base_row = {}
+    if base_eval:
+        log.info("held-out eval of the base model before RL (tool budget %d)", cfg.eval.max_tool_calls)
+        base_row = eval_policy(resolve_model_path(cfg.model.path), cfg)
+        log.info("base: accuracy %.3f, code ratio %.3f", base_row.get("eval/accuracy", 0.0),
+                 base_row.get("eval/code_ratio", 0.0))
+    if run_dir is None:
+        run_dir = Path("runs") / f"{cfg.train.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = Path(train(cfg, run_dir=str(run_dir)))
+    if base_row:
+        prepend_base_row(run, base_row)
+    write_report(run, wall_seconds=time.perf_counter() - t0)
+    if analysis:
+        run_analysis([run], run / "analysis")
+    return run
+
+
+def run_analysis(run_dirs: list[Path], out_dir: Path) -> Path | None:
+    """The scaling analysis report, when zerotir.analysis is installed and can handle these runs."""
+    try:
+        from zerotir.analysis.report import analyze
+    except ImportError:
+        log.info("zerotir.analysis not available; skipping the analysis report")
+        return None
+    try:
+        return Path(analyze([str(r) for r in run_dirs], str(out_dir)))
+    except Exception as e:  # the demo's own report is already written; a failed extra must not hide it
+        log.warning("analysis report failed: %s: %s", type(e).__name__, e)
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def eval_rows(rows: list[dict]) -> list[dict]:
+    """The rows that carry a held-out eval, in step order."""
+    return sorted((r for r in rows if "eval/accuracy" in r), key=lambda r: r["step"])
+
+
+def start_end(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """{'start': first eval row's table metrics, 'end': last eval row's} (+ their steps)."""
+    ev = eval_rows(rows)
+    if not ev:
+        raise ValueError("no held-out eval rows in metrics.jsonl")
+    pick = lambda r: {"step": r["step"], **{m: float(r.get(m, float("nan"))) for _, m, _ in TABLE_ROWS}}
+    return {"start": pick(ev[0]), "end": pick(ev[-1])}
+
+
+def table_markdown(se: dict[str, dict[str, float]]) -> str:
+    s, e = se["start"], se["end"]
+    lines = [f"| held-out | start (step {s['step']}) | end (step {e['step']}) |", "|---|---|---|"]
+    for label, m, fmt in TABLE_ROWS:
+        lines.append(f"| {label} | {fmt.format(s[m])} | {fmt.format(e[m])} |")
+    return "\n".join(lines)
+
+
+def plot_curves(rows: list[dict], path: Path, title: str = "") -> Path:
+    """2x2 panels vs step: training-batch metric (line) and held-out eval (markers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (name, train_m, eval_m) in zip(axes.flat, PANELS):
+        tr = [(r["step"], r[train_m]) for r in rows if train_m in r and r["step"] > 0]
+        ev = [(r["step"], r[eval_m]) for r in eval_rows(rows) if eval_m in r]
+        if tr:
+            ax.plot(*zip(*tr), label="training batch", color="tab:blue", alpha=0.8)
+        if ev:
+            ax.plot(*zip(*ev), "o--", label="held-out eval", color="tab:red")
+        ax.set_title(name)
+        ax.set_xlabel("RL step")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pick_transcripts(run_dir: Path, n: int = 3) -> tuple[list[Any], list[Any]]:
+    """(correct responses that ran code from the last transcript file, a few responses from the first one)."""
+    from zerotir.types import read_trajectories
+
+    files = sorted((run_dir / "transcripts").glob("step_*.jsonl"))
+    if not files:
+        return [], []
+    last = read_trajectories(files[-1])
+    good, seen = [], set()
+    for t in sorted(last, key=lambda t: (not t.correct, -t.num_tool_calls)):
+        if t.correct and t.num_tool_calls > 0 and t.problem_id not in seen:
+            good.append(t)
+            seen.add(t.problem_id)
+        if len(good) == n:
+            break
+    first = read_trajectories(files[0])[:2] if len(files) > 1 else []
+    return good, first
+
+
+def _fence(t: Any, step_label: str) -> str:
+    head = f"{step_label} — gold {t.gold_answer}, answer {t.answer}, correct={t.correct}, tool calls={t.num_tool_calls}"
+    return f"{head}\n\n````text\n{t.prompt_text}{t.response_text}\n````"
+
+
+def write_report(run_dir: str | Path, wall_seconds: float | None = None) -> Path:
+    """report.md + summary.json + plots/curves.png from the run's metrics.jsonl and transcripts."""
+    run = Path(run_dir)
+    rows = read_metrics(run / "metrics.jsonl")
+    se = start_end(rows)
+    plot = plot_curves(rows, run / "plots" / "curves.png", title=run.name)
+    cfg_text = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else ""
+    good, first = pick_transcripts(run)
+    s, e = se["start"], se["end"]
+    acc_gain = (e["eval/accuracy"] / s["eval/accuracy"]) if s["eval/accuracy"] > 0 else float("inf")
+    summary = {"run_dir": str(run), "start": s, "end": e, "accuracy_ratio": acc_gain,
+               "accuracy_gain_points": 100 * (e["eval/accuracy"] - s["eval/accuracy"]),
+               "wall_seconds": wall_seconds, "steps": max(r["step"] for r in rows)}
+    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    parts = [f"# Toy world run: {run.name}", "",
+             "A ~0.8M-parameter model pretrained from scratch (text solutions, framed code snippets, and rarely the "
+             "two together) is RL-trained with the sandbox; reward is 1 for a verified-correct boxed answer.", "",
+             table_markdown(se), "",
+             f"Accuracy x{acc_gain:.1f} ({summary['accuracy_gain_points']:+.1f} points)"
+             + (f"; wall time {wall_seconds:.0f} s." if wall_seconds else "."), "",
+             "![curves](plots/curves.png)", ""]
+    if good:
+        parts += ["## Learned tool use (last logged step, correct answers)", ""]
+        parts += [_fence(t, f"**{t.problem_id}**") + "\n" for t in good]
+    if first:
+        parts += ["## For contrast: the first step", ""] + [_fence(t, f"**{t.problem_id}**") + "\n" for t in first]
+    if cfg_text:
+        parts += ["## Configuration", "", "```yaml", cfg_text.rstrip(), "```"]
+    path = run / "report.md"
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    log.info("report: %s (plot %s)", path, plot)
+    return path
+
+
+# -------------------------------------------------------------------------------------------------- grid
+
+
+GRID_BUDGETS = (0, 1, 2, 4)
+
+
+def run_grid(cfg: Config, out_dir: str | Path, budgets: Sequence[int] = GRID_BUDGETS,
+             on_run: Callable[[int, Path], None] | None = None) -> Path:
+    """The paper's 'Env. Iter.' table in miniature: one RL run per train tool budget, each final policy evaluated
+    at every eval tool budget. Writes grid.json and grid.md into `out_dir`."""
+    from zerotir.train.checkpoint import latest_checkpoint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for b in budgets:
+        c = replace(cfg, rollout=replace(cfg.rollout, max_tool_calls=b), eval=replace(cfg.eval, max_tool_calls=b),
+                    train=replace(cfg.train, name=f"grid-train{b}"))
+        run = run_demo(c, out / f"train-budget-{b}", base_eval=False, analysis=False)
+        if on_run:
+            on_run(b, run)
+        policy = latest_checkpoint(run) / "policy"
+        results[str(b)] = {str(eb): eval_policy(policy, c, max_tool_calls=eb) for eb in budgets}
+        (out / "grid.json").write_text(json.dumps(results, indent=1))
+    lines = ["Held-out accuracy (code ratio) of the final policy; rows: train tool budget, columns: eval budget.", "",
+             "| train \\ eval | " + " | ".join(map(str, budgets)) + " |", "|---" * (len(budgets) + 1) + "|"]
+    for b in budgets:
+        cells = [f"{results[str(b)][str(eb)]['eval/accuracy']:.3f} ({results[str(b)][str(eb)]['eval/code_ratio']:.2f})"
+                 for eb in budgets]
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    (out / "grid.md").write_text("\n".join(lines) + "\n")
+    return out
