@@ -71,3 +71,29 @@ def test_logprobs_equal_plain_forward_per_sequence(tiny_model_dir, tiny_batch):
         want = torch.log_softmax(logits / 0.8, -1).gather(-1, torch.tensor(t.response_ids)[:, None])[:, 0]
         torch.testing.assert_close(got[i, :len(t.response_ids)], want, atol=2e-5, rtol=1e-4)
         assert torch.all(got[i, len(t.response_ids):] == 0)
+
+
+def test_lora_merged_weights_reproduce_the_adapted_policy(tiny_model_dir, tiny_batch):
+    """LoRA: only adapters train; the merged state dict (engine sync / saved policy) gives the adapted log-probs,
+    and the reference (adapter disabled) gives the base model's."""
+    from zerotir.models import load_model_and_tokenizer
+
+    _, batch = tiny_batch
+    cfg = tiny_cfg(tiny_model_dir, model__lora_rank=4, model__lora_target_modules=["q_proj", "v_proj"],
+                   algo__kl_coef=0.1)
+    learner = Learner(cfg)
+    trainable = [n for n, p in learner.policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    base_lp = learner.logprobs(batch)
+    with torch.no_grad():
+        for n, p in learner.policy.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    adapted = learner.logprobs(batch)
+    assert not torch.allclose(adapted, base_lp)
+    torch.testing.assert_close(learner.ref_logprobs(batch), base_lp)
+    plain, _ = load_model_and_tokenizer(tiny_model_dir, "cpu")
+    missing, unexpected = plain.load_state_dict(learner.policy_state_dict(), strict=False)
+    assert not unexpected and all("lm_head" in k for k in missing)
+    other = Learner(tiny_cfg(tiny_model_dir), model=plain, tokenizer=learner.tokenizer)
+    torch.testing.assert_close(other.logprobs(batch), adapted, atol=1e-5, rtol=1e-4)

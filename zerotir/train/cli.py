@@ -15,9 +15,9 @@ def train_command(
                                          help="YAML file or preset name (toy, paper). Default: toy, or the resumed "
                                               "run's config.yaml."),
     set_: list[str] = typer.Option([], "--set", help="Dotted override key=value (repeatable), e.g. train.steps=5."),
-    resume: Optional[str] = typer.Option(None, "--resume", flag_value="latest",
+    resume: Optional[str] = typer.Option(None, "--resume",
                                          help="Continue a run: --resume DIR (a run dir or one of its checkpoints), "
-                                              "or bare --resume for the newest run of this name."),
+                                              "or --resume latest for the newest run of this name."),
     run_dir: Optional[str] = typer.Option(None, "--run-dir", help="Write the run here instead of train.run_dir."),
     backend: Optional[str] = typer.Option(None, "--backend", help="local or ray (sets train.backend)."),
     rollout_workers: Optional[int] = typer.Option(None, "--rollout-workers", help="Ray rollout actors."),

@@ -121,6 +121,8 @@ def periodic_eval(eval_set, engine, sandbox, scorer, cfg: Config, step: int) -> 
 
 def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None) -> Path:
     """Run RL training per `cfg`; returns the run directory (config.yaml, metrics.jsonl, transcripts/, checkpoints/)."""
+    setup_logging(cfg.logging.level)
+    train_set, eval_set = validate_inputs(cfg)                       # bad inputs fail here, before any work
     from zerotir.algos.advantages import compute_advantages
     from zerotir.algos.filters import filter_trajectories
     from zerotir.reward import RewardScorer
@@ -129,8 +131,6 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None) -
     from zerotir.train.learner import Learner
     from zerotir.types import collate
 
-    setup_logging(cfg.logging.level)
-    train_set, eval_set = validate_inputs(cfg)                       # bad inputs fail here, before any work
     run, ckpt = resolve_run_dir(cfg, resume, run_dir)
     seed_everything(cfg.train.seed)
     t, a = cfg.train, cfg.algo

@@ -1,0 +1,172 @@
+"""One RL step (rollout + reward + update, tools off) of zerotir vs TRL's GRPOTrainer, side by side in one run.
+
+Same tiny model (random Qwen2-style, built here), same prompts (our template's rendered text is given to TRL as its
+prompt, so both see the same prompt tokens), same group size, same response budget, GRPO advantages, no KL,
+clip 0.2/0.28, token-mean loss, fp32 on the same device, the same reward function (zerotir's RewardScorer).
+Rounds alternate (ours, TRL, ours, TRL, ...) so background load hits both alike; each round times the second step of
+a fresh run (the first carries one-off warm-up). Reported: median step seconds, sampled tokens per second, ratio.
+
+    .venv/bin/python bench/train_step.py                 # P=8 prompts x G=4, 64 new tokens, 3 rounds
+    .venv/bin/python bench/train_step.py --prompts 16 --group 8 --new-tokens 128 --rounds 3 --hidden 256 --layers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zerotir.config import Config  # noqa: E402
+from zerotir.types import Problem, Trajectory, collate  # noqa: E402
+
+
+def make_cfg(model_dir: Path, a) -> Config:
+    cfg = Config()
+    cfg.model.path, cfg.model.device = str(model_dir), a.device
+    r = cfg.rollout
+    r.template, r.n_samples, r.temperature = "zerotir", a.group, 1.0
+    r.max_new_tokens_per_turn, r.max_total_tokens, r.max_tool_calls = a.new_tokens, a.new_tokens, 0
+    r.batch_size = a.prompts * a.group
+    r.tool_budget_message = ""
+    cfg.algo.name, cfg.algo.kl_coef, cfg.algo.clip_low, cfg.algo.clip_high = "grpo", 0.0, 0.2, 0.28
+    cfg.algo.loss_agg = "token_mean"
+    cfg.optim.lr, cfg.optim.grad_clip = 1e-4, 1.0
+    cfg.train.prompts_per_step, cfg.train.micro_batch_tokens = a.prompts, a.micro_batch_tokens
+    cfg.reward.verify_workers = 1
+    cfg.sandbox.workers = 1
+    return cfg
+
+
+def problems(n: int) -> list[Problem]:
+    return [Problem(id=f"q{i}", prompt=f"What is {i + 12} * {i + 34}? Use python if it helps.",
+                    answer=str((i + 12) * (i + 34))) for i in range(n)]
+
+
+class Ours:
+    """zerotir's step: rollout (own KV-cache engine) → RewardScorer → collate → advantages → update → weight sync."""
+
+    def __init__(self, cfg: Config, sandbox, scorer):
+        from zerotir.train.learner import Learner
+        from zerotir.train.loop import make_engine
+
+        self.cfg, self.sandbox, self.scorer = cfg, sandbox, scorer
+        self.learner = Learner(cfg)
+        self.engine = make_engine(self.learner, cfg, version=0)
+        self.version = 0
+
+    def step(self, probs: list[Problem], seed: int) -> tuple[float, int, list[Trajectory]]:
+        from zerotir.algos.advantages import compute_advantages
+        from zerotir.rollout.tir import rollout
+
+        t0 = time.perf_counter()
+        trajs = rollout(probs, self.engine, self.sandbox, self.cfg.rollout, n_samples=self.cfg.rollout.n_samples,
+                        max_tool_calls=0, policy_version=self.version, group_offset=0, seed=seed)
+        self.scorer.score(trajs, self.cfg.rollout.max_total_tokens)
+        batch = collate(trajs, self.learner.pad_id)
+        compute_advantages(batch, self.cfg.algo)
+        self.learner.update(batch)
+        self.version += 1
+        self.engine.update_weights(self.learner.policy_state_dict(), self.version)
+        return time.perf_counter() - t0, sum(t.num_sampled_tokens for t in trajs), trajs
+
+
+def trl_round(model_dir: Path, prompts: list[str], golds: list[str], cfg: Config, scorer, a) -> tuple[float, int]:
+    """A fresh GRPOTrainer for two steps; returns (seconds, completion tokens) of the second step."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    def reward(completions, answer, **kw):  # the same verifier as ours
+        trajs = [Trajectory(problem_id=str(i), prompt_ids=[], response_ids=[], loss_mask=[], logprobs=[],
+                            response_text=c, gold_answer=g) for i, (c, g) in enumerate(zip(completions, answer))]
+        scorer.score(trajs, cfg.rollout.max_total_tokens)
+        return [t.reward for t in trajs]
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def on_step_begin(self, *args, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *args, **kw):
+            self.times.append(time.perf_counter() - self.t0)
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    ds = Dataset.from_list([{"prompt": p, "answer": g} for p, g in zip(prompts, golds)] * 4)
+    args = GRPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=a.prompts * a.group,
+                      num_generations=a.group, max_completion_length=a.new_tokens, gradient_accumulation_steps=1,
+                      steps_per_generation=1, max_steps=2, use_cpu=a.device == "cpu", report_to="none",
+                      logging_steps=1, learning_rate=1e-4, save_strategy="no", bf16=False, seed=a.seed,
+                      beta=0.0, epsilon=0.2, epsilon_high=0.28, loss_type="dapo", temperature=1.0,
+                      max_grad_norm=1.0, disable_tqdm=True, shuffle_dataset=False)
+    timer = Timer()
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
+                          callbacks=[timer])
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
+    tokens = int(round(float(logs[-1]["completions/mean_length"]) * a.prompts * a.group))
+    return timer.times[-1], tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--group", type=int, default=4)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--micro-batch-tokens", type=int, default=8192)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    from zerotir.models.tiny import make_tiny_model
+    from zerotir.reward import RewardScorer
+    from zerotir.sandbox import make_sandbox
+
+    model_dir = make_tiny_model(Path(tempfile.mkdtemp()) / "tiny", hidden=a.hidden, layers=a.layers)
+    cfg = make_cfg(model_dir, a)
+    probs = problems(a.prompts)
+    print(f"model: tiny Qwen2 hidden={a.hidden} layers={a.layers}; {a.prompts} prompts x {a.group} samples, "
+          f"{a.new_tokens} new tokens, device {a.device}, torch threads {torch.get_num_threads()}")
+    ours_t, ours_tok, trl_t, trl_tok = [], [], [], []
+    with make_sandbox(cfg.sandbox) as sandbox, RewardScorer(cfg.reward) as scorer:
+        prompt_text: list[str] | None = None
+        for r in range(a.rounds):
+            ours = Ours(cfg, sandbox, scorer)
+            ours.step(probs, seed=a.seed * 1000 + r)  # warm-up step of this fresh run
+            sec, tok, trajs = ours.step(probs, seed=a.seed * 1000 + r + 500)
+            ours_t.append(sec)
+            ours_tok.append(tok)
+            if prompt_text is None:
+                by_id = {t.problem_id: t.prompt_text for t in trajs}
+                prompt_text = [by_id[p.id] for p in probs]
+            del ours
+            sec, tok = trl_round(model_dir, prompt_text, [p.answer for p in probs], cfg, scorer, a)
+            trl_t.append(sec)
+            trl_tok.append(tok)
+            print(f"round {r + 1}: ours {ours_t[-1]:.2f} s ({ours_tok[-1]} tokens)   "
+                  f"TRL GRPOTrainer {trl_t[-1]:.2f} s ({trl_tok[-1]} tokens)", flush=True)
+    mo, mt = statistics.median(ours_t), statistics.median(trl_t)
+    tps_o = statistics.median([k / s for k, s in zip(ours_tok, ours_t)])
+    tps_t = statistics.median([k / s for k, s in zip(trl_tok, trl_t)])
+    print(f"median step: ours {mo:.2f} s, TRL {mt:.2f} s  → speed-up {mt / mo:.2f}x (target >= 1.5x)")
+    print(f"sampled tokens/s per step: ours {tps_o:.0f}, TRL {tps_t:.0f}  → {tps_o / tps_t:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Bad inputs fail with one clear error naming the file/row/field, before any run directory or model is created."""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from zerotir.data import DataError
+from zerotir.models import ModelError
+from zerotir.train.loop import train
+
+from .conftest import tiny_cfg
+
+
+def _data(tmp_path, rows):
+    p = tmp_path / "d.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_row_missing_answer_names_file_line_field(tiny_model_dir, tmp_path):
+    p = _data(tmp_path, [{"id": "a", "problem": "1+1?", "answer": "2"}, {"id": "b", "problem": "2+2?"}])
+    cfg = tiny_cfg(tiny_model_dir, data__train=str(p), data__eval="")
+    with pytest.raises(DataError, match=r"d\.jsonl:2: field 'answer'"):
+        train(cfg, run_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_file_and_model_without_tokenizer(tiny_model_dir, tmp_path):
+    good = _data(tmp_path, [{"id": "a", "problem": "1+1?", "answer": "2"}])
+    with pytest.raises(DataError, match="nope.jsonl: file not found"):
+        train(tiny_cfg(tiny_model_dir, data__train=str(tmp_path / "nope.jsonl")), run_dir=str(tmp_path / "r1"))
+    bare = tmp_path / "bare-model"
+    bare.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.name in ("config.json", "model.safetensors"):
+            shutil.copy(f, bare / f.name)
+    with pytest.raises(ModelError, match="no tokenizer"):
+        train(tiny_cfg(bare, data__train=str(good), data__eval=str(good)), run_dir=str(tmp_path / "r2"))
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_cli_prints_one_error_line(tiny_model_dir, tmp_path):
+    from zerotir.cli import app
+
+    p = _data(tmp_path, [{"id": "a", "problem": "", "answer": "2"}])
+    res = CliRunner().invoke(app, ["train", "--set", f"model.path={tiny_model_dir}", "--set", f"data.train={p}",
+                                   "--run-dir", str(tmp_path / "r")])
+    assert res.exit_code == 2
+    assert "error:" in res.output and "field 'problem' is missing or empty" in res.output
+    res = CliRunner().invoke(app, ["train", "--set", "train.nope=1"])
+    assert res.exit_code == 2 and "unknown config key 'train.nope'" in res.output
