@@ -11,7 +11,7 @@ from zerotir.config import Config, save_config
 
 
 def write_run(path: Path, seed: int, max_tool_calls: int, steps: int = 40, eval_every: int = 5,
-              partial_last_line: bool = False) -> Path:
+              partial_last_line: bool = False, base_row: bool = False) -> Path:
     """Tools runs: accuracy saturates, code use rises, length grows log-linearly; no-tools runs stay flat."""
     path.mkdir(parents=True, exist_ok=True)
     cfg = Config()
@@ -23,6 +23,8 @@ def write_run(path: Path, seed: int, max_tool_calls: int, steps: int = 40, eval_
     rng = np.random.default_rng(seed)
     tools = max_tool_calls > 0
     with open(path / "metrics.jsonl", "w") as f:
+        if base_row:  # the base model's eval before RL, as `zerotir demo` writes it
+            f.write(json.dumps({"step": 0, "policy_version": 0, "eval/accuracy": 0.02, "eval/code_ratio": 0.05}) + "\n")
         for s in range(1, steps + 1):
             acc = (0.85 - 0.8 * s ** -0.7) if tools else 0.05
             code = (1.0 - 0.95 * s ** -1.2) if tools else 0.0

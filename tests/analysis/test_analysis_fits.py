@@ -89,7 +89,7 @@ def test_kfold_constant_model_and_clean_xy():
     assert kfold_rmse(x, np.full(10, 3.0), None) == 0.0
     cx, cy, note = clean_xy([3, 0, 1, 2, np.nan], [30, 0, 10, 20, 5])
     assert cx.tolist() == [1, 2, 3] and cy.tolist() == [10, 20, 30]
-    assert "non-finite" in note and "step ≤ 0" in note
+    assert "non-finite" in note and "x ≤ 0" in note
 
 
 def test_edge_cases_give_notes_not_crashes():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
 from zerotir.cli_common import fail
@@ -15,6 +17,8 @@ def analyze_command(
     metric: list[str] = typer.Option([], "--metric", "-m",
                                      help="Metric to analyse (repeatable; default: accuracy, code use, length, "
                                           "entropy, train and eval)."),
+    x_offset: Optional[float] = typer.Option(None, "--x-offset",
+                                   help="Fit laws in x = step + OFFSET (default: 1 if a run has step-0 rows, else 0)."),
     ignore_key: list[str] = typer.Option([], "--ignore-key",
                                          help="Extra config key that does not split groups (repeatable; "
                                               "'section.*' for a whole section)."),
@@ -29,7 +33,7 @@ def analyze_command(
         fail("--bootstrap must be ≥ 0")
     try:
         path = analyze(run_dirs, out, metrics=tuple(metric) or None, n_boot=bootstrap, seed=seed,
-                       ignore=IGNORED_KEYS + tuple(ignore_key))
+                       ignore=IGNORED_KEYS + tuple(ignore_key), x_offset=x_offset)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         fail(str(e))
         return

@@ -142,6 +142,9 @@ class SeriesFit:
 
     n: int
     x_range: list[float]
+    """First and last step fitted."""
+    x_offset: float = 0.0
+    """The laws' x is step + x_offset (1 when a series has a step-0 row, e.g. the base model before RL)."""
     fits: dict[str, LawFit] = field(default_factory=dict)
     best: str | None = None
     """Law with the lowest held-out (cross-validated) RMSE, None when no law beats the constant mean."""
@@ -185,7 +188,7 @@ def clean_xy(x, y) -> tuple[np.ndarray, np.ndarray, str]:
         notes.append(f"dropped {int((~finite).sum())} non-finite point(s)")
     pos = x > 0
     if (finite & ~pos).any():
-        notes.append(f"dropped {int((finite & ~pos).sum())} point(s) at step ≤ 0 (laws need x > 0)")
+        notes.append(f"dropped {int((finite & ~pos).sum())} point(s) at x ≤ 0 (the laws need x > 0)")
     keep = finite & pos
     order = np.argsort(x[keep], kind="stable")
     return x[keep][order], y[keep][order], "; ".join(notes)
@@ -312,10 +315,13 @@ def split_index(x: np.ndarray, frac: float = 0.7) -> int:
 
 
 def fit_series(x, y, laws: tuple[str, ...] = tuple(LAWS), n_boot: int = 200, seed: int = 0,
-               extrap_frac: float = 0.7, cv_folds: int = 5) -> SeriesFit:
-    """Fit every law to one series (x: steps [N], y: values [N]); never raises, explains in `note` when it can't."""
-    x, y, note = clean_xy(x, y)
-    out = SeriesFit(n=len(x), x_range=[float(x[0]), float(x[-1])] if len(x) else [], note=note)
+               extrap_frac: float = 0.7, cv_folds: int = 5, x_offset: float = 0.0) -> SeriesFit:
+    """Fit every law to one series (x: steps [N], y: values [N]) with the laws' x = step + x_offset.
+
+    Never raises; explains in `note` when it can't fit. `x_range` and `split_step` are in steps."""
+    x, y, note = clean_xy(np.asarray(x, dtype=float) + x_offset, y)
+    out = SeriesFit(n=len(x), x_range=[float(x[0]) - x_offset, float(x[-1]) - x_offset] if len(x) else [],
+                    x_offset=float(x_offset), note=note)
     notes = [note] if note else []
     if len(x) < MIN_POINTS:
         out.note = "; ".join(notes + [f"only {len(x)} usable point(s) (need ≥ {MIN_POINTS}); not fitted"])
@@ -329,7 +335,7 @@ def fit_series(x, y, laws: tuple[str, ...] = tuple(LAWS), n_boot: int = 200, see
     rng = np.random.default_rng(seed)
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     k = split_index(x, extrap_frac)
-    out.split_step = float(x[k - 1]) if k > 0 else float("nan")
+    out.split_step = float(x[k - 1]) - x_offset if k > 0 else float("nan")
     ext_ok = MIN_POINTS - 1 <= k < len(x)
     if ext_ok:
         out.naive_extrap_rmse = _rmse(np.full(len(x) - k, y[max(0, k - 3):k].mean()), y[k:])

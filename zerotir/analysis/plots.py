@@ -60,7 +60,8 @@ def plot_fits(panels: list[tuple[str, np.ndarray, np.ndarray, SeriesFit]], title
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
     for ax, (metric, x, y, sf) in zip(axes.ravel(), panels):
-        x, y, _ = clean_xy(x, y)
+        x, y, _ = clean_xy(np.asarray(x, dtype=float) + sf.x_offset, y)
+        x = x - sf.x_offset  # plotted in steps; the laws take step + x_offset
         ax.set_title(metric, fontsize=9)
         ax.grid(alpha=0.3)
         if len(x) == 0:
@@ -76,13 +77,13 @@ def plot_fits(panels: list[tuple[str, np.ndarray, np.ndarray, SeriesFit]], title
             if not lf.ok:
                 continue
             color, ls = LAW_STYLE.get(name, ("k", "-"))
-            ax.plot(xs, predict(name, lf.params, xs), ls, color=color, lw=2.2 if name == sf.best else 0.9,
+            ax.plot(xs, predict(name, lf.params, xs + sf.x_offset), ls, color=color, lw=2.2 if name == sf.best else 0.9,
                     label=f"{name}{' (best)' if name == sf.best else ''}")
         best = sf.fits.get(sf.best) if sf.best else None
         if best is not None and best.extrap_params and np.isfinite(sf.split_step):
             ax.axvline(sf.split_step, color="k", ls=":", lw=0.8)
             xe = xs[xs >= sf.split_step]
-            ax.plot(xe, predict(sf.best, best.extrap_params, xe), "--", color=LAW_STYLE[sf.best][0], lw=1.2,
+            ax.plot(xe, predict(sf.best, best.extrap_params, xe + sf.x_offset), "--", color=LAW_STYLE[sf.best][0], lw=1.2,
                     label="fit on first 70%")
         if sf.note and not sf.fits:
             ax.text(0.02, 0.95, sf.note[:60], fontsize=6, va="top", transform=ax.transAxes)

@@ -83,10 +83,8 @@ def _param_str(lf) -> str:
     return ", ".join(parts)
 
 
-def final_value(group: Group, metric: str) -> dict:
-    """Across-seed mean and 95% CI of each seed's last-10%-of-steps average (the 'where it ended' number)."""
-    from scipy import stats
-
+def final_per_seed(group: Group, metric: str) -> list[float]:
+    """Each seed's average over its last 10% of logged steps (at least the last one)."""
     per = []
     for r in group.runs:
         s = r.series.get(metric)
@@ -95,6 +93,27 @@ def final_value(group: Group, metric: str) -> dict:
         steps = sorted(s)
         tail = steps[-max(1, len(steps) // 10):]
         per.append(float(np.mean([s[k] for k in tail])))
+    return per
+
+
+def welch(a: list[float], b: list[float]) -> dict:
+    """Difference of means b − a with Welch's t-test p-value (None when either side has < 2 seeds or no spread)."""
+    from scipy import stats
+
+    if not a or not b:
+        return {"diff": None, "p": None}
+    d = float(np.mean(b) - np.mean(a))
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return {"diff": d, "p": None}
+    p = float(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    return {"diff": d, "p": p if math.isfinite(p) else None}
+
+
+def final_value(group: Group, metric: str) -> dict:
+    """Across-seed mean and 95% CI of each seed's last-10%-of-steps average (the 'where it ended' number)."""
+    from scipy import stats
+
+    per = final_per_seed(group, metric)
     if not per:
         return {"n": 0, "mean": None, "lo": None, "hi": None}
     m = float(np.mean(per))
@@ -105,8 +124,12 @@ def final_value(group: Group, metric: str) -> dict:
 
 
 def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str, ...] | None = None,
-            n_boot: int = 200, seed: int = 0, ignore: tuple[str, ...] = IGNORED_KEYS) -> Path:
-    """Write the scaling report for `run_dirs` (run dirs or folders of them) into `out_dir`; returns `out_dir`."""
+            n_boot: int = 200, seed: int = 0, ignore: tuple[str, ...] = IGNORED_KEYS,
+            x_offset: float | None = None) -> Path:
+    """Write the scaling report for `run_dirs` (run dirs or folders of them) into `out_dir`; returns `out_dir`.
+
+    The laws take x = step + x_offset. None chooses 0, or 1 when any run has a step-0 row (the base model evaluated
+    before RL, as `zerotir demo` writes), so that point is fitted too; one offset serves the whole report."""
     t0 = time.time()
     out = Path(out_dir)
     plots = out / "plots"
@@ -122,12 +145,19 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
     if missing:
         notes.append(f"metric(s) in no run, skipped: {', '.join(missing)}")
     present = [m for m in names if m not in missing]
+    auto = x_offset is None
+    if x_offset is None:
+        first = min((k for r in runs for m in present for k in r.series.get(m, {})), default=1.0)
+        x_offset = 1.0 if first <= 0 else 0.0
+    x_desc = "x = training step" + (f" + {x_offset:g}" if x_offset else "")
+    if auto and x_offset:
+        x_desc += ", because the runs have step-0 rows (the model before RL)"
 
     blocks: list[tuple] = [("h", 1, "zerotir scaling report"),
                            ("p", f"{len(runs)} run(s) in {len(groups)} group(s); laws: "
                                  + "; ".join(f"{n}: {L.formula}" for n, L in LAWS.items())
                                  + f". Bootstrap resamples: {n_boot}. Laws are fitted to all seeds' points of a group "
-                                   "(x = training step); the chosen law has the lowest 5-fold held-out RMSE "
+                                   f"({x_desc}); the chosen law has the lowest 5-fold held-out RMSE "
                                    "(the simplest within 1%) and must beat the constant mean; the extrapolation "
                                    "check fits the first 70% of the step range and predicts the rest.")]
     group_of = {id(r): g.label for g in groups for r in g.runs}
@@ -139,7 +169,7 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
     result: dict[str, Any] = {"version": 1, "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "laws": {n: {"formula": L.formula, "params": list(L.param_names)}
                                        for n, L in LAWS.items()},
-                              "n_boot": n_boot, "seed": seed, "metrics": present,
+                              "n_boot": n_boot, "seed": seed, "metrics": present, "x_offset": x_offset,
                               "runs": [{"path": str(r.path), "name": r.name, "group": group_of[id(r)],
                                         "seed": r.config.get("train.seed"), "rows": r.n_rows, "notes": r.notes}
                                        for r in runs],
@@ -158,7 +188,7 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
             if len(x) == 0:
                 gres["metrics"][m] = {"n": 0, "note": "metric missing in this group", "fits": {}}
                 continue
-            sf = fit_series(x, y, n_boot=n_boot, seed=seed)
+            sf = fit_series(x, y, n_boot=n_boot, seed=seed, x_offset=x_offset)
             fitted[g.label][m] = sf
             gres["metrics"][m] = {**sf.to_dict(), "final": final_value(g, m)}
             panels.append((m, x, y, sf))
@@ -239,10 +269,17 @@ def _comparison_blocks(groups: list[Group], present: list[str], plots: Path, out
             f = final_value(g, m)
             ci = f" [{_fmt(f['lo'])}, {_fmt(f['hi'])}]" if f["lo"] is not None else ""
             cells.append(f"{_fmt(f['mean'])}{ci}" if f["n"] else "–")
+        ref = final_per_seed(groups[0], m)
+        for g in groups[1:]:
+            w = welch(ref, final_per_seed(g, m))
+            result.setdefault("differences", []).append({"metric": m, "group": g.label, "vs": groups[0].label, **w})
+            cells.append(f"{_fmt(w['diff'])} (p {_fmt_p(w['p'])})" if w["diff"] is not None else "–")
         rows.append([m] + cells)
     blocks.append(("p", "Final value per group: mean over seeds of each seed's last-10%-of-steps average, 95% CI "
-                        "across seeds where there are ≥ 2."))
-    blocks.append(("table", ["metric"] + [f"{g.label} (n={len(g.runs)})" for g in groups], rows))
+                        "across seeds where there are ≥ 2. Δ columns: difference from the first group, Welch t-test "
+                        "p-value over seeds."))
+    blocks.append(("table", ["metric"] + [f"{g.label} (n={len(g.runs)})" for g in groups]
+                   + [f"Δ {g.label}" for g in groups[1:]], rows))
     result["compare_plots"] = {}
     for m in present:
         p = plot_compare(groups, m, plots / f"compare_{_slug(m)}.png")
