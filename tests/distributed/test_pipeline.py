@@ -1,0 +1,133 @@
+"""Async pipeline primitives: launch order, staleness bound, dropping stale batches, sharding, merging."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from zerotir.distributed.pipeline import Done, RolloutBatch, RolloutPipeline, is_fresh, merge_batches, shard
+from zerotir.train.stats import staleness
+from zerotir.types import Trajectory
+
+
+def traj(version: int, reward: float = 0.0) -> Trajectory:
+    return Trajectory(problem_id="p", prompt_ids=[1], response_ids=[2], loss_mask=[1], logprobs=[-0.5],
+                      policy_version=version, reward=reward)
+
+
+class FakeWorld:
+    """Launches 'rollouts' that record the engine version current at generation time (like a real engine)."""
+
+    def __init__(self):
+        self.engine_version = 0
+        self.calls: list[tuple[int, int]] = []  # (step launched, engine version at launch)
+
+    def launch(self, step: int):
+        self.calls.append((step, self.engine_version))
+        return Done(RolloutBatch(step, [traj(self.engine_version) for _ in range(2)]))
+
+
+def run(world: FakeWorld, pipe: RolloutPipeline, steps: int) -> list[dict]:
+    rows = []
+    for step in range(1, steps + 1):
+        batch = pipe.get(step, version=step - 1, last_step=steps)
+        assert batch.step == step
+        rows.append(staleness(batch.trajectories, step - 1))
+        world.engine_version = step  # learner update + weight sync
+    return rows
+
+
+def test_sync_mode_launches_one_step_at_a_time_with_zero_lag():
+    w = FakeWorld()
+    rows = run(w, RolloutPipeline(w.launch, max_staleness=3, async_mode=False), steps=4)
+    assert w.calls == [(1, 0), (2, 1), (3, 2), (4, 3)]
+    assert all(r == {"rollout/staleness_mean": 0.0, "rollout/staleness_max": 0.0} for r in rows)
+
+
+def test_async_mode_keeps_next_step_in_flight_and_lag_is_one():
+    w = FakeWorld()
+    rows = run(w, RolloutPipeline(w.launch, max_staleness=1, async_mode=True), steps=4)
+    # step 2 is launched (on version 0) before step 1 trains; never past the last step
+    assert w.calls == [(1, 0), (2, 0), (3, 1), (4, 2)]
+    assert [r["rollout/staleness_max"] for r in rows] == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_async_depth_two_bounds_lag_by_two():
+    w = FakeWorld()
+    rows = run(w, RolloutPipeline(w.launch, max_staleness=2, async_mode=True), steps=5)
+    assert w.calls[:3] == [(1, 0), (2, 0), (3, 0)]
+    assert max(r["rollout/staleness_max"] for r in rows) == 2.0
+    assert [r["rollout/staleness_max"] for r in rows] == [0.0, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_stale_batch_is_dropped_and_regenerated_on_current_weights():
+    w = FakeWorld()
+    pipe = RolloutPipeline(w.launch, max_staleness=1, async_mode=True)
+    pipe.get(1, version=0, last_step=5)  # launches 1 and 2 on version 0
+    w.engine_version = 3                  # weights jumped ahead: step 2's batch (version 0) is 3 behind
+    b = pipe.get(2, version=3, last_step=5)
+    assert pipe.dropped_batches == 1
+    assert b.min_version == 3 and w.calls[-1] == (2, 3)
+
+
+def test_is_fresh_boundary():
+    b = RolloutBatch(1, [traj(2), traj(4)])
+    assert is_fresh(b, current=3, max_staleness=1)
+    assert not is_fresh(b, current=4, max_staleness=1)
+    assert is_fresh(b, current=4, max_staleness=2)
+
+
+def test_async_rollout_runs_while_caller_trains():
+    """With a thread pool, step 2's rollout starts before step 1's training finishes (structural, untimed)."""
+    started = {}
+    training = threading.Event()
+    pool = ThreadPoolExecutor(2)
+
+    def launch(step):
+        def work():
+            started[step] = training.is_set()
+            return RolloutBatch(step, [traj(0)])
+        return pool.submit(work)
+
+    pipe = RolloutPipeline(launch, max_staleness=1, async_mode=True)
+    pipe.get(1, version=0, last_step=2)
+    training.set()       # "training" step 1 now
+    pipe.get(2, version=1, last_step=2)
+    pool.shutdown()
+    assert 2 in started  # was launched during get(1), i.e. before training ended
+
+
+def test_out_of_order_request_fails():
+    w = FakeWorld()
+    pipe = RolloutPipeline(w.launch, max_staleness=1, async_mode=True)
+    pipe.get(1, version=0)
+    with pytest.raises(RuntimeError, match="out of order"):
+        pipe.get(3, version=1)
+
+
+def test_negative_staleness_rejected():
+    with pytest.raises(ValueError, match="max_staleness"):
+        RolloutPipeline(lambda s: Done(RolloutBatch(s, [])), max_staleness=-1)
+
+
+def test_shard_contiguous_offsets():
+    assert shard(list("abcde"), 2) == [(0, ["a", "b", "c"]), (3, ["d", "e"])]
+    assert shard(list("ab"), 4) == [(0, ["a"]), (1, ["b"])]
+    assert shard(list("abcd"), 1) == [(0, list("abcd"))]
+    # union of shards is the input, in order
+    items = list(range(11))
+    assert [x for _, s in shard(items, 3) for x in s] == items
+
+
+def test_merge_batches_hand_computed():
+    a = RolloutBatch(1, [traj(0), traj(0), traj(0)], {"reward/format": 1.0, "perf/rollout_seconds": 2.0,
+                                                      "reward/verify_timeouts": 1.0})
+    b = RolloutBatch(1, [traj(1)], {"reward/format": 0.0, "perf/rollout_seconds": 5.0,
+                                    "reward/verify_timeouts": 2.0})
+    m = merge_batches(1, [a, b])
+    assert len(m.trajectories) == 4 and m.min_version == 0
+    assert m.metrics["reward/format"] == pytest.approx(0.75)   # (1*3 + 0*1) / 4
+    assert m.metrics["perf/rollout_seconds"] == 5.0           # parallel workers: the slowest
+    assert m.metrics["reward/verify_timeouts"] == 3.0         # counts add
