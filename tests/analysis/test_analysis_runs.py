@@ -56,8 +56,8 @@ def test_grouping_by_config_except_seed(tmp_path):
     cfg.train.steps = 6
     save_config(cfg, d / "config.yaml")
     labels = [g.label for g in group_runs(runs + [load_run(d)])]
-    assert labels[0] == "optim.lr=0.0001, rollout.max_tool_calls=2"
-    assert labels[-1] == "optim.lr=0.0003, rollout.max_tool_calls=2"
+    assert labels[0] == "rollout.max_tool_calls=2, optim.lr=0.0001"
+    assert labels[-1] == "rollout.max_tool_calls=2, optim.lr=0.0003"
 
 
 def test_group_band_hand_computed(tmp_path):

@@ -128,8 +128,9 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
             x_offset: float | None = None) -> Path:
     """Write the scaling report for `run_dirs` (run dirs or folders of them) into `out_dir`; returns `out_dir`.
 
-    The laws take x = step + x_offset. None chooses 0, or 1 when any run has a step-0 row (the base model evaluated
-    before RL, as `zerotir demo` writes), so that point is fitted too; one offset serves the whole report."""
+    The laws take x = step + x_offset. None chooses, per metric, 0, or 1 when any run has that metric at step 0 (the
+    base model evaluated before RL, as `zerotir demo` writes), so that point is fitted too; the same offset serves
+    every group of a metric, so their parameters compare."""
     t0 = time.time()
     out = Path(out_dir)
     plots = out / "plots"
@@ -145,13 +146,14 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
     if missing:
         notes.append(f"metric(s) in no run, skipped: {', '.join(missing)}")
     present = [m for m in names if m not in missing]
-    auto = x_offset is None
-    if x_offset is None:
-        first = min((k for r in runs for m in present for k in r.series.get(m, {})), default=1.0)
-        x_offset = 1.0 if first <= 0 else 0.0
-    x_desc = "x = training step" + (f" + {x_offset:g}" if x_offset else "")
-    if auto and x_offset:
-        x_desc += ", because the runs have step-0 rows (the model before RL)"
+    offsets = {m: (float(x_offset) if x_offset is not None else
+                   1.0 if min((k for r in runs for k in r.series.get(m, {})), default=1.0) <= 0 else 0.0)
+               for m in present}
+    shifted = [m for m in present if offsets[m]]
+    x_desc = "x = training step"
+    if shifted:
+        x_desc += (f"; x = step + {offsets[shifted[0]]:g} for {', '.join(shifted)}"
+                   + (", which have step-0 rows (the model before RL)" if x_offset is None else ""))
 
     blocks: list[tuple] = [("h", 1, "zerotir scaling report"),
                            ("p", f"{len(runs)} run(s) in {len(groups)} group(s); laws: "
@@ -159,7 +161,9 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
                                  + f". Bootstrap resamples: {n_boot}. Laws are fitted to all seeds' points of a group "
                                    f"({x_desc}); the chosen law has the lowest 5-fold held-out RMSE "
                                    "(the simplest within 1%) and must beat the constant mean; the extrapolation "
-                                   "check fits the first 70% of the step range and predicts the rest.")]
+                                   "check fits the first 70% of the step range and predicts the rest. CIs come from "
+                                   "a residual bootstrap, which treats residuals as independent: with correlated "
+                                   "step-to-step noise they are optimistic.")]
     group_of = {id(r): g.label for g in groups for r in g.runs}
     blocks += [("h", 2, "Runs"),
                ("table", ["run", "group", "seed", "rows", "last step"],
@@ -169,7 +173,7 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
     result: dict[str, Any] = {"version": 1, "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "laws": {n: {"formula": L.formula, "params": list(L.param_names)}
                                        for n, L in LAWS.items()},
-                              "n_boot": n_boot, "seed": seed, "metrics": present, "x_offset": x_offset,
+                              "n_boot": n_boot, "seed": seed, "metrics": present, "x_offset": offsets,
                               "runs": [{"path": str(r.path), "name": r.name, "group": group_of[id(r)],
                                         "seed": r.config.get("train.seed"), "rows": r.n_rows, "notes": r.notes}
                                        for r in runs],
@@ -188,7 +192,7 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
             if len(x) == 0:
                 gres["metrics"][m] = {"n": 0, "note": "metric missing in this group", "fits": {}}
                 continue
-            sf = fit_series(x, y, n_boot=n_boot, seed=seed, x_offset=x_offset)
+            sf = fit_series(x, y, n_boot=n_boot, seed=seed, x_offset=offsets[m])
             fitted[g.label][m] = sf
             gres["metrics"][m] = {**sf.to_dict(), "final": final_value(g, m)}
             panels.append((m, x, y, sf))
@@ -238,10 +242,12 @@ def _headline_blocks(groups: list[Group], fitted: dict[str, dict[str, SeriesFit]
                 rows.append([g.label, m, "–", "–", "–", "–", "–", sf.note or "no law chosen"])
                 continue
             lf = sf.fits[sf.best]
-            rows.append([g.label, m, f"{sf.best}: {LAWS[sf.best].formula}", _param_str(lf), _fmt(lf.r2),
+            x_name = f"step + {sf.x_offset:g}" if sf.x_offset else "step"
+            rows.append([g.label, m, f"{sf.best}: {LAWS[sf.best].formula}, x = {x_name}", _param_str(lf), _fmt(lf.r2),
                          f"{_fmt(lf.cv_rmse)} (mean {_fmt(sf.baseline_cv_rmse)})",
                          f"{_fmt(lf.extrap_rmse)} (persist. {_fmt(sf.naive_extrap_rmse)})", lf.note or sf.note])
-            heads.append({"group": g.label, "metric": m, "law": sf.best, "params": lf.params, "ci": lf.ci,
+            heads.append({"group": g.label, "metric": m, "law": sf.best, "x_offset": sf.x_offset,
+                          "params": lf.params, "ci": lf.ci,
                           "r2": lf.r2, "cv_rmse": lf.cv_rmse, "extrap_rmse": lf.extrap_rmse,
                           "naive_extrap_rmse": sf.naive_extrap_rmse})
     result["headline"] = heads

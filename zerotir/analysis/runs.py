@@ -27,6 +27,9 @@ IGNORED_KEYS: tuple[str, ...] = (
 
 NOT_METRICS = ("step", "epoch", "policy_version")
 
+LABEL_FIRST = ("rollout.max_tool_calls",)
+"""Keys named first in group labels (the tools / no-tools split is the comparison readers look for)."""
+
 
 @dataclass
 class Run:
@@ -166,6 +169,7 @@ def group_runs(runs: list[Run], ignore: tuple[str, ...] = IGNORED_KEYS) -> list[
     configured = [g for g in members if g[0].config]
     keys = sorted({k for g in configured for k in g[0].config if not _ignored(k, ignore)})
     differing = [k for k in keys if len({json.dumps(g[0].config.get(k), default=str) for g in configured}) > 1]
+    differing.sort(key=lambda k: (k not in LABEL_FIRST, k))
     groups = []
     for g in members:
         if not g[0].config:
