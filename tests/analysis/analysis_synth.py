@@ -1,4 +1,5 @@
-"""Synthetic run directories (shared by the analysis tests): a real config.yaml (save_config) and a metrics.jsonl following known laws plus noise."""
+"""Synthetic run directories for the analysis tests: a real config.yaml (save_config) and a metrics.jsonl that
+follows known laws plus noise."""
 
 from __future__ import annotations
 

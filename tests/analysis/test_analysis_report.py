@@ -29,7 +29,8 @@ def test_full_report_on_synthetic_runs(synthetic_runs, tmp_path):
     # no tools: flat series → a note, no law
     assert notools["metrics"]["rollout/code_ratio"]["best"] is None
     assert notools["metrics"]["rollout/code_ratio"]["note"]
-    assert tools["metrics"]["reward/accuracy"]["final"]["mean"] > 0.7 > notools["metrics"]["reward/accuracy"]["final"]["mean"]
+    final = {g["label"]: g["metrics"]["reward/accuracy"]["final"]["mean"] for g in res["groups"]}
+    assert final[labels[0]] > 0.7 > final[labels[1]]
     # correlations present with raw and detrended values
     pair = next(c for c in tools["correlations"] if {c["a"], c["b"]} == {"reward/accuracy", "rollout/code_ratio"})
     assert pair["raw"]["spearman"] > 0.5 and pair["detrended"]["spearman"] is not None

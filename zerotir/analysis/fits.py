@@ -16,7 +16,6 @@ Invariants: every public function returns (never raises) on short, constant or n
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -124,7 +123,7 @@ class LawFit:
     """Held-out RMSE from k-fold cross-validation (model choice)."""
     extrap_rmse: float = float("nan")
     """RMSE predicting the last 30% of steps from a fit on the first 70%."""
-    extrap_mape: float = float("nan")
+    extrap_rel_mae: float = float("nan")
     """Mean absolute error of that extrapolation relative to the mean |y| of the held-out part."""
     extrap_params: dict[str, float] = field(default_factory=dict)
     """Parameters of the fit on the first 70% (what the extrapolation check predicted with)."""
@@ -360,7 +359,7 @@ def fit_series(x, y, laws: tuple[str, ...] = tuple(LAWS), n_boot: int = 200, see
                 yp = predict(name, pe, x[k:])
                 if np.all(np.isfinite(yp)):
                     lf.extrap_rmse = _rmse(yp, y[k:])
-                    lf.extrap_mape = float(np.mean(np.abs(yp - y[k:])) / max(np.mean(np.abs(y[k:])), 1e-12))
+                    lf.extrap_rel_mae = float(np.mean(np.abs(yp - y[k:])) / max(np.mean(np.abs(y[k:])), 1e-12))
         if at_bound(name, lf.params):
             lf.note = (lf.note + "; " if lf.note else "") + (
                 "exponent at the edge of its range: the law degenerated (for saturating, b → 0 is log-linear)")

@@ -83,8 +83,8 @@ def plot_fits(panels: list[tuple[str, np.ndarray, np.ndarray, SeriesFit]], title
         if best is not None and best.extrap_params and np.isfinite(sf.split_step):
             ax.axvline(sf.split_step, color="k", ls=":", lw=0.8)
             xe = xs[xs >= sf.split_step]
-            ax.plot(xe, predict(sf.best, best.extrap_params, xe + sf.x_offset), "--", color=LAW_STYLE[sf.best][0], lw=1.2,
-                    label="fit on first 70%")
+            ax.plot(xe, predict(sf.best, best.extrap_params, xe + sf.x_offset), "--", color=LAW_STYLE[sf.best][0],
+                    lw=1.2, label="fit on first 70%")
         if sf.note and not sf.fits:
             ax.text(0.02, 0.95, sf.note[:60], fontsize=6, va="top", transform=ax.transAxes)
         if ax.get_legend_handles_labels()[0]:
