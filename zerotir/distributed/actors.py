@@ -1,0 +1,182 @@
+"""The two kinds of Ray actors. Plain classes here (importable and testable without Ray); `driver.py` wraps them
+with `ray.remote` and places them.
+
+RolloutWorker: one generation engine (HF or vLLM) + one sandbox pool + one reward scorer. `rollout()` runs THE
+rollout + reward phase of the single-process loop (`zerotir.train.loop.generate`) on a shard of the step's prompts;
+trajectories record the engine's policy version. `update_weights()` is queued behind any in-flight rollout (an
+actor runs its calls in order), which is what makes async rollouts measurably stale rather than torn.
+
+LearnerWorker: one data-parallel rank holding a full `Learner`; `update()` runs the update phase on its share of
+each minibatch with gradients synced across ranks (see `dp.py`). Rank 0 serves weights and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from zerotir.config import Config
+from zerotir.distributed.pipeline import RolloutBatch
+from zerotir.types import Problem, Trajectory
+
+
+def make_rollout_engine(cfg: Config):
+    """The rollout engine named by cfg.rollout.engine, on this actor's device, weights from cfg.model.path."""
+    from zerotir.models import check_model_dir, load_model_and_tokenizer, pick_device
+
+    if cfg.rollout.engine == "vllm":
+        from zerotir.distributed.vllm_engine import VLLMEngine
+
+        return VLLMEngine(str(check_model_dir(cfg.model.path)), seed=cfg.train.seed,
+                          engine_kwargs={"dtype": cfg.model.dtype})
+    if cfg.rollout.engine != "hf":
+        raise ValueError(f"rollout.engine: unknown engine '{cfg.rollout.engine}' (hf, vllm)")
+    from zerotir.rollout.hf_engine import HFEngine
+
+    device = pick_device(cfg.model.device)
+    model, tok = load_model_and_tokenizer(cfg.model.path, device, cfg.model.dtype)
+    return HFEngine(model, tok, max_batch=cfg.rollout.batch_size, device=device, seed=cfg.train.seed)
+
+
+def _limit_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+class RolloutWorker:
+    def __init__(self, cfg: Config, index: int, threads: int = 1):
+        from zerotir.reward import RewardScorer
+        from zerotir.sandbox import make_sandbox
+        from zerotir.train.loop import seed_everything
+
+        _limit_threads(threads)
+        seed_everything(cfg.train.seed)
+        self.cfg, self.index = cfg, index
+        self.engine = make_rollout_engine(cfg)
+        self.sandbox = make_sandbox(cfg.sandbox).__enter__()
+        self.scorer = RewardScorer(cfg.reward).__enter__()
+
+    def ready(self) -> int:
+        return self.index
+
+    def update_weights(self, state_dict: dict[str, Any], version: int) -> int:
+        self.engine.update_weights(state_dict, version)
+        return self.engine.policy_version
+
+    def rollout(self, step: int, problems: list[Problem], group_offset: int, seed: int) -> RolloutBatch:
+        """Rollout + reward of `problems` (group ids start at `group_offset`) with the engine's current weights."""
+        from zerotir.train.loop import generate
+
+        trajs, scored, t_roll, t_rew = generate(problems, self.engine, self.sandbox, self.scorer, self.cfg,
+                                                self.engine.policy_version, group_offset, seed)
+        return RolloutBatch(step, trajs, {**scored, "perf/rollout_seconds": t_roll, "perf/reward_seconds": t_rew})
+
+    def evaluate(self, eval_set: list[Problem], step: int) -> dict[str, float]:
+        from zerotir.train.loop import periodic_eval
+
+        return periodic_eval(eval_set, self.engine, self.sandbox, self.scorer, self.cfg, step)
+
+    def close(self) -> None:
+        for res in (self.scorer, self.sandbox):
+            try:
+                res.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - best-effort shutdown
+                pass
+
+
+def free_address() -> tuple[str, int]:
+    """This node's IP and a free TCP port (rank 0's rendezvous address for torch.distributed)."""
+    try:
+        import ray
+
+        ip = ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - outside Ray
+        ip = "127.0.0.1"
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return ip, s.getsockname()[1]
+
+
+class LearnerWorker:
+    def __init__(self, cfg: Config, rank: int, world: int, threads: int = 1):
+        _limit_threads(threads)
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.learner = None
+
+    def address(self) -> tuple[str, int]:
+        return free_address()
+
+    def setup(self, master_addr: str, master_port: int) -> int:
+        """Join the process group, build the Learner exactly as the single-process loop does (same seed first),
+        then make every rank start from rank 0's weights."""
+        import torch
+        import torch.distributed as dist
+
+        from zerotir.distributed.dp import broadcast_params
+        from zerotir.train.learner import Learner
+        from zerotir.train.loop import seed_everything
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
+            torch.cuda.set_device(0)
+        dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}", rank=self.rank,
+                                world_size=self.world)
+        seed_everything(self.cfg.train.seed)
+        self.learner = Learner(self.cfg)
+        broadcast_params(self.learner.policy)
+        if self.learner.critic is not None:
+            broadcast_params(self.learner.critic)
+        return self.rank
+
+    def update(self, kept: list[Trajectory], step: int) -> list[dict[str, float]]:
+        """The update phase on this rank's share; returns one combined stats dict per optimizer step."""
+        import torch.distributed as dist
+
+        from zerotir.algos.advantages import compute_advantages
+        from zerotir.distributed.dp import combine_stats, rank_batch, rank_rows, share, synced_clipping
+        from zerotir.train.stats import split_minibatches
+        from zerotir.types import collate
+
+        if not kept:
+            return []
+        cfg, learner = self.cfg, self.learner
+        t, a = cfg.train, cfg.algo
+        batch = collate(kept, learner.pad_id)
+        if learner.use_kl:
+            batch.ref_logprobs = learner.ref_logprobs(batch)
+        if learner.critic is not None:
+            batch.values = learner.values(batch)
+        compute_advantages(batch, a)
+        out = []
+        for epoch in range(t.ppo_epochs):
+            for idx in split_minibatches(batch.size, t.minibatches, (t.seed, step, epoch)):
+                mb = batch.select(idx)
+                rows = rank_rows(range(mb.size), self.rank, self.world)
+                w, wt = share(mb, rows, a.loss_agg), share(mb, rows, "token_mean")
+                with synced_clipping(w):
+                    st = learner.update(rank_batch(mb, rows))
+                gathered: list[Any] = [None] * self.world
+                dist.all_gather_object(gathered, (st, w, wt))
+                out.append(combine_stats([g[0] for g in gathered], [g[1] for g in gathered],
+                                         [g[2] for g in gathered]))
+        return out
+
+    def policy_state_dict(self) -> dict[str, Any]:
+        """CPU copies of the policy weights (HF names) for the rollout engines."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.learner.policy_state_dict().items()}
+
+    def save_checkpoint(self, run_dir: str, step: int, state: dict[str, Any], keep: int) -> str:
+        from zerotir.train.checkpoint import save_checkpoint
+
+        return str(save_checkpoint(run_dir, step, self.learner, state, keep=keep))
+
+    def param_checksum(self) -> float:
+        """Sum of all policy parameters (tests check ranks stay identical)."""
+        return float(sum(p.detach().double().sum() for p in self.learner.policy.parameters()))
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
