@@ -35,6 +35,10 @@ class SamplingParams:
     """Extra token ids that end the request (EOS is always one)."""
     seed: int | None = None
     """Per-request seed for reproducible sampling (None = engine's generator)."""
+    stop_at_code_block: bool = False
+    """Also stop right after the token that completes the CODE_CLOSE of a python block opened in this request's
+    output (zerotir.rollout.format), finish_reason 'stop' with stop_string CODE_CLOSE. Engines without it may pass
+    CODE_CLOSE as a plain stop string instead: the TIR loop continues after a close that ends no python block."""
 
 
 @dataclass
@@ -43,6 +47,9 @@ class GenerationRequest:
     context_ids: list[int]
     """Full context: prompt ‖ everything in the response so far (sampled and inserted tokens)."""
     params: SamplingParams
+    prefix_of: str | None = None
+    """Id of an earlier request of the same trajectory whose context ‖ output starts this context: an engine may
+    reuse that request's KV cache (it checks the ids) and prefill only the rest. A hint; ignoring it is correct."""
 
 
 @dataclass

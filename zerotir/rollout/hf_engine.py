@@ -1,0 +1,339 @@
+"""HFEngine: the torch generation engine (CPU/GPU) with its own batched KV-cache sampling loop.
+
+Continuous batching over a hand-managed KV cache (`SlotCache`): each active request owns one row of per-layer key /
+value buffers [rows, kv_heads, capacity, head_dim], holding its positions 0..len-1. Rows are kept compact (active
+requests are rows 0..n-1), so one decode step is one forward of n rows × 1 token with a per-row attention mask and
+per-row position ids. A finished request frees its row (the last row moves into the hole); a waiting request joins
+by a prefill forward into a fresh row. A request that stopped on a stop string (typically a python block waiting
+for its tool) parks its cache; the continuation (`GenerationRequest.prefix_of`) reuses it and only prefills the
+inserted tokens.
+
+Works with any HF causal LM whose attention layers call `past_key_values.update(k, v, layer_idx)` and accept a
+prepared mask mapping (Llama, Qwen2, Mistral, ...). Log-probs: see `zerotir.rollout.engine`; the forward runs in the
+model's dtype and logits are turned into log-probs in float32.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from zerotir.rollout.engine import GenerationOutput, GenerationRequest, SamplingParams
+from zerotir.rollout.sampling import sample_from_logits
+from zerotir.rollout.textstream import IncrementalDetokenizer, StopMatcher
+
+
+class SlotCache:
+    """Per-layer KV buffers [rows, heads, capacity, dim]; duck-types the `Cache.update` call HF attention makes.
+
+    Before each forward, `plan(r0, write_pos, kv_len)` says which rows (r0..r0+B-1) are computed, where the new
+    keys/values go (write_pos [B, q] absolute positions) and how many positions attention reads (kv_len).
+    Buffers are allocated on first use and grow (doubling) along the position axis.
+    """
+
+    is_compileable = False
+
+    def __init__(self, rows: int):
+        self.rows = rows
+        self.k: list[torch.Tensor | None] = []
+        self.v: list[torch.Tensor | None] = []
+        self._r0 = 0
+        self._b = 0
+        self._pos: torch.Tensor | None = None
+        self._kv_len = 0
+
+    def plan(self, r0: int, write_pos: torch.Tensor, kv_len: int) -> None:
+        self._r0, self._b, self._pos, self._kv_len = r0, write_pos.shape[0], write_pos, kv_len
+
+    def _ensure(self, layer: int, like: torch.Tensor, length: int) -> None:
+        while len(self.k) <= layer:
+            self.k.append(None)
+            self.v.append(None)
+        buf = self.k[layer]
+        if buf is not None and buf.shape[2] >= length:
+            return
+        cap = max(64, length if buf is None else max(length, 2 * buf.shape[2]))
+        _, heads, _, dim = like.shape
+        new_k = like.new_zeros((self.rows, heads, cap, dim))
+        new_v = like.new_zeros((self.rows, heads, cap, dim))
+        if buf is not None:
+            old = buf.shape[2]
+            new_k[:, :, :old] = buf
+            new_v[:, :, :old] = self.v[layer]
+        self.k[layer], self.v[layer] = new_k, new_v
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """key_states/value_states [B, heads, q, dim] → the rows' keys/values [B, heads, kv_len, dim]."""
+        self._ensure(layer_idx, key_states, self._kv_len)
+        k, v = self.k[layer_idx], self.v[layer_idx]
+        b, q = self._pos.shape
+        rows = (torch.arange(b, device=k.device) + self._r0)[:, None].expand(b, q)
+        k[rows, :, self._pos] = key_states.permute(0, 2, 1, 3).to(k.dtype)
+        v[rows, :, self._pos] = value_states.permute(0, 2, 1, 3).to(v.dtype)
+        sl = slice(self._r0, self._r0 + self._b)
+        return k[sl, :, :self._kv_len], v[sl, :, :self._kv_len]
+
+    # row management (positions 0..length-1 of a row are meaningful)
+    def move_row(self, src: int, dst: int, length: int) -> None:
+        for k, v in zip(self.k, self.v):
+            if k is not None:
+                k[dst, :, :length] = k[src, :, :length]
+                v[dst, :, :length] = v[src, :, :length]
+
+    def save_row(self, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(k[row, :, :length].clone(), v[row, :, :length].clone()) for k, v in zip(self.k, self.v)
+                if k is not None]
+
+    def load_row(self, row: int, saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for layer, (sk, sv) in enumerate(saved):
+            self._ensure(layer, sk[None], sk.shape[1])
+            self.k[layer][row, :, :sk.shape[1]] = sk
+            self.v[layer][row, :, :sv.shape[1]] = sv
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self._kv_len
+
+
+@dataclass
+class _Seq:
+    request: GenerationRequest
+    generator: torch.Generator | None
+    detok: IncrementalDetokenizer
+    matcher: StopMatcher
+    stop_ids: set[int]
+    kv_len: int = 0
+    """Positions of this request's full sequence whose keys/values are in its cache row."""
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    raw: list[float] = field(default_factory=list)
+
+    @property
+    def all_ids(self) -> list[int]:
+        return self.request.context_ids + self.tokens
+
+
+@dataclass
+class _Parked:
+    ids: list[int]
+    """The token ids whose keys/values are saved (context ‖ sampled, minus the last sampled token)."""
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class HFEngine:
+    """Engine over an HF causal LM. `max_batch` rows decode together; extra requests wait in FIFO order.
+
+    seed: the engine RNG, which seeds each request that has no `params.seed` (deterministic for a fixed request
+    order). `max_parked`: paused requests whose caches are kept for their continuation (LRU).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, max_batch: int = 64, device: str | None = None, seed: int = 0,
+                 max_parked: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device) if device else next(model.parameters()).device
+        if next(model.parameters()).device != self.device:
+            model.to(self.device)
+        model.eval()
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0]
+        if eos is None:
+            raise ValueError("HFEngine: the tokenizer/model has no EOS token id")
+        self.eos_token_id = int(eos)
+        self.max_batch = max_batch
+        self.max_parked = max_batch if max_parked is None else max_parked
+        self._rng = random.Random(seed)
+        self._version = 0
+        self._base = model.base_model
+        self._head = model.get_output_embeddings()
+        self._dtype = next(model.parameters()).dtype
+        self._cache = SlotCache(max_batch)
+        self._rows: list[_Seq] = []
+        self._waiting: deque[GenerationRequest] = deque()
+        self._parked: OrderedDict[str, _Parked] = OrderedDict()
+        self.stats = {"forward_tokens": 0, "reused_tokens": 0, "steps": 0}
+
+    # ------------------------------------------------------------------ contract
+    def add_request(self, request: GenerationRequest) -> None:
+        if not request.context_ids:
+            raise ValueError(f"request {request.request_id}: empty context")
+        if request.params.max_new_tokens < 1:
+            raise ValueError(f"request {request.request_id}: max_new_tokens must be >= 1")
+        self._waiting.append(request)
+
+    def has_unfinished(self) -> bool:
+        return bool(self._rows or self._waiting)
+
+    def abort(self, request_id: str) -> None:
+        self._waiting = deque(r for r in self._waiting if r.request_id != request_id)
+        for i, s in enumerate(self._rows):
+            if s.request.request_id == request_id:
+                self._remove_rows([i])
+                break
+        self._parked.pop(request_id, None)
+
+    def release(self, request_id: str) -> None:
+        """Drop the parked cache of a finished request (its trajectory will not continue)."""
+        self._parked.pop(request_id, None)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
+        for r in requests:
+            self.add_request(r)
+        want = {r.request_id for r in requests}
+        done: dict[str, GenerationOutput] = {}
+        while want - done.keys():
+            if not self.has_unfinished():
+                raise RuntimeError("HFEngine.generate: requests vanished (aborted?)")
+            for out in self.step():
+                done[out.request_id] = out
+        return [done[r.request_id] for r in requests]
+
+    def update_weights(self, state_dict: dict[str, Any], version: int) -> None:
+        """Copy tensors into the model by parameter/buffer name (a subset is allowed; unknown names raise)."""
+        own = dict(self.model.named_parameters())
+        own.update(dict(self.model.named_buffers()))
+        unknown = [k for k in state_dict if k not in own]
+        if unknown:
+            raise KeyError(f"update_weights: names not in the engine's model: {unknown[:5]}")
+        with torch.no_grad():
+            for k, v in state_dict.items():
+                own[k].copy_(v.to(own[k].device, own[k].dtype))
+        self._parked.clear()  # caches computed with the old weights
+        self._version = int(version)
+
+    @property
+    def policy_version(self) -> int:
+        return self._version
+
+    # ------------------------------------------------------------------ stepping
+    @torch.no_grad()
+    def step(self) -> list[GenerationOutput]:
+        """Decode one token for every active row; admit waiting requests (prefill + first token)."""
+        self.stats["steps"] += 1
+        sampled: list[tuple[int, int, float, float]] = []  # (row, token, logprob, raw)
+        n_old = len(self._rows)
+        if n_old:
+            ids = torch.tensor([[s.tokens[-1]] for s in self._rows], device=self.device)
+            start = torch.tensor([s.kv_len for s in self._rows], device=self.device)
+            logits = self._forward(0, ids, start, torch.ones_like(start))
+            for s in self._rows:
+                s.kv_len += 1
+            sampled += self._sample(0, logits)
+        joiners = []
+        while self._waiting and len(self._rows) < self.max_batch:
+            joiners.append(self._admit(self._waiting.popleft()))
+        if joiners:
+            feeds = [s.request.context_ids[s.kv_len:] for s in joiners]
+            q = max(len(f) for f in feeds)
+            pad = self.eos_token_id
+            ids = torch.tensor([f + [pad] * (q - len(f)) for f in feeds], device=self.device)
+            start = torch.tensor([s.kv_len for s in joiners], device=self.device)
+            qlens = torch.tensor([len(f) for f in feeds], device=self.device)
+            logits = self._forward(n_old, ids, start, qlens)
+            for s, f in zip(joiners, feeds):
+                s.kv_len += len(f)
+                self.stats["forward_tokens"] += len(f)
+            sampled += self._sample(n_old, logits)
+        finished: list[GenerationOutput] = []
+        done_rows = []
+        for row, tok, lp, raw in sampled:
+            s = self._rows[row]
+            s.tokens.append(tok)
+            s.logprobs.append(lp)
+            s.raw.append(raw)
+            out = self._check_finish(s, tok)
+            if out is not None:
+                finished.append(out)
+                done_rows.append(row)
+        if done_rows:
+            self._remove_rows(done_rows, park={i for i, o in zip(done_rows, finished) if o.finish_reason == "stop"})
+        return finished
+
+    def _admit(self, req: GenerationRequest) -> _Seq:
+        p = req.params
+        seed = p.seed if p.seed is not None else self._rng.getrandbits(63)
+        gen = None
+        if p.temperature > 0:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(int(seed))
+        seq = _Seq(request=req, generator=gen,
+                   detok=IncrementalDetokenizer(self.tokenizer, req.context_ids[-4:]),
+                   matcher=StopMatcher(list(p.stop_strings), code_block=getattr(p, "stop_at_code_block", False)),
+                   stop_ids={self.eos_token_id, *p.stop_token_ids})
+        row = len(self._rows)
+        self._rows.append(seq)
+        parked = self._parked.pop(req.prefix_of, None) if getattr(req, "prefix_of", None) else None
+        if parked is not None and len(parked.ids) < len(req.context_ids) \
+                and req.context_ids[:len(parked.ids)] == parked.ids:
+            self._cache.load_row(row, parked.kv)
+            seq.kv_len = len(parked.ids)
+            self.stats["reused_tokens"] += seq.kv_len
+        return seq
+
+    def _forward(self, r0: int, ids: torch.Tensor, start: torch.Tensor, qlens: torch.Tensor) -> torch.Tensor:
+        """Run rows r0..r0+B-1 on ids [B, q] at positions start[b] + j; returns float32 logits [B, V] at each row's
+        last real query (qlens[b] - 1). Padded queries write keys that no real query ever attends to."""
+        b, q = ids.shape
+        pos = start[:, None] + torch.arange(q, device=self.device)[None, :]
+        kv_len = int(start.max()) + q
+        self._cache.plan(r0, pos, kv_len)
+        key_pos = torch.arange(kv_len, device=self.device)
+        allowed = key_pos[None, None, :] <= pos[:, :, None]                        # [B, q, kv_len]
+        mask = torch.zeros(allowed.shape, dtype=self._dtype, device=self.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(self._dtype).min)[:, None]   # [B, 1, q, kv_len]
+        out = self._base(input_ids=ids, attention_mask={"full_attention": mask, "sliding_attention": mask},
+                         position_ids=pos, past_key_values=self._cache, use_cache=True)
+        hidden = out.last_hidden_state[torch.arange(b, device=self.device), qlens - 1]
+        self.stats["forward_tokens"] += b if q == 1 else 0
+        return self._head(hidden).float()
+
+    def _sample(self, r0: int, logits: torch.Tensor) -> list[tuple[int, int, float, float]]:
+        seqs = self._rows[r0:r0 + logits.shape[0]]
+        ps = [s.request.params for s in seqs]
+        temp = torch.tensor([p.temperature for p in ps], device=self.device)
+        top_k = torch.tensor([p.top_k for p in ps], device=self.device)
+        top_p = torch.tensor([p.top_p for p in ps], device=self.device)
+        uniforms = None
+        if any(p.temperature > 0 for p in ps):
+            vocab = logits.shape[-1]
+            uniforms = torch.stack([
+                torch.rand(vocab, generator=s.generator, device=self.device) if s.generator is not None
+                else torch.full((vocab,), 0.5, device=self.device) for s in seqs])
+        tokens, lp, raw = sample_from_logits(logits, temp, top_k, top_p, uniforms)
+        return [(r0 + i, int(t), float(a), float(r)) for i, (t, a, r) in
+                enumerate(zip(tokens.tolist(), lp.tolist(), raw.tolist()))]
+
+    def _check_finish(self, s: _Seq, tok: int) -> GenerationOutput | None:
+        p = s.request.params
+        reason, stop = None, None
+        if tok in s.stop_ids:
+            reason = "eos"
+        else:
+            if s.detok.add(tok):
+                stop = s.matcher.feed(s.detok.text)
+            if stop is not None:
+                reason = "stop"
+            elif len(s.tokens) >= p.max_new_tokens:
+                reason = "length"
+        if reason is None:
+            return None
+        return GenerationOutput(s.request.request_id, list(s.tokens), list(s.logprobs), list(s.raw), reason, stop)
+
+    def _remove_rows(self, rows: list[int], park: set[int] = frozenset()) -> None:
+        for i in sorted(rows, reverse=True):
+            s = self._rows[i]
+            if i in park and self.max_parked > 0:
+                # the last sampled token was never fed, so the cache covers context ‖ tokens[:-1]
+                self._parked[s.request.request_id] = _Parked(s.all_ids[:s.kv_len], self._cache.save_row(i, s.kv_len))
+                while len(self._parked) > self.max_parked:
+                    self._parked.popitem(last=False)
+            last = len(self._rows) - 1
+            if i != last:
+                self._cache.move_row(last, i, self._rows[last].kv_len)
+                self._rows[i] = self._rows[last]
+            self._rows.pop()
