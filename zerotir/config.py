@@ -124,6 +124,10 @@ class RewardConfig:
     """Per-item time limit for math-verify; a hostile answer past it scores wrong."""
     verify_workers: int = 2
     """Processes in the verifier pool."""
+    verify_memory_mb: int = 2048
+    """Address-space limit per verifier process; an expression that needs more scores wrong."""
+    verify_max_answer_chars: int = 1000
+    """Answers (or gold answers) longer than this score wrong without being parsed."""
     format_reward: float = 0.0
     """Added when a final answer is present in the expected format (off by default, as in the paper)."""
     tool_error_penalty: float = 0.0

@@ -1,0 +1,154 @@
+"""Loss pieces for the learner: pure functions of tensors. Shapes: B rows, R response columns, V vocabulary.
+
+    loss = aggregate(per_token [B, R], mask [B, R], mode)                    # scalar
+    loss, stats = policy_loss(logp, old_logp, adv, mask, clip_low=.2, clip_high=.28, agg="token_mean")
+    kl = kl_estimate(logp, ref_logp, "k3")                                    # [B, R]
+    ent = entropy_from_logits(logits)                                         # [B, R]
+    vloss = value_loss(values, old_values, returns, mask, clip=0.2)           # scalar
+
+Masked positions (mask 0: inserted tool tokens, padding) get exactly zero gradient, whatever garbage the inputs
+hold there: every function that takes a mask selects with `torch.where` BEFORE any exp/square, so no inf/nan can
+travel back through a masked position.
+"""
+
+from __future__ import annotations
+
+import torch
+
+AGG_MODES: tuple[str, ...] = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum")
+KL_KINDS: tuple[str, ...] = ("k1", "k2", "k3")
+
+
+def aggregate(x: torch.Tensor, mask: torch.Tensor, mode: str = "token_mean") -> torch.Tensor:
+    """Reduce a per-token tensor to a scalar over the positions where mask is 1.
+
+    x, mask: [B, R]. Modes:
+      token_mean          sum(x·m) / sum(m)                       every sampled token of the batch weighs the same
+      seq_mean_token_mean mean over the B rows of sum_t(x·m)/sum_t(m)   every sequence weighs the same
+      seq_mean_token_sum  mean over the B rows of sum_t(x·m)       Dr.GRPO: no length normalisation
+    Rows without any sampled token contribute 0 but still count in the B of the sequence modes (so micro-batch
+    accumulation weighted by rows adds up to the whole-batch value).
+    """
+    m = mask.bool()
+    xm = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    if mode == "token_mean":
+        return xm.sum() / m.sum().clamp(min=1)
+    if mode == "seq_mean_token_mean":
+        return (xm.sum(-1) / m.sum(-1).clamp(min=1)).mean()
+    if mode == "seq_mean_token_sum":
+        return xm.sum(-1).mean()
+    raise ValueError(f"unknown loss aggregation mode {mode!r} (algo.loss_agg): expected one of {AGG_MODES}")
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over positions where mask is 1 (0 when there are none)."""
+    return aggregate(x, mask, "token_mean")
+
+
+def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                *, clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float = 0.0, agg: str = "token_mean",
+                behaviour_logprobs: torch.Tensor | None = None, tis_cap: float = 0.0
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO clipped surrogate with separate low/high clip (clip-higher), optional dual clip and truncated IS.
+
+    logprobs [B, R]            current policy log-probs of the response tokens (carries the gradient)
+    old_logprobs [B, R]        log-probs of the policy the ratio is taken against (the behaviour policy recorded at
+                               rollout, or the learner's recomputed "proximal" policy when behaviour_logprobs is given)
+    advantages [B, R], mask [B, R] (1 on sampled tokens)
+    behaviour_logprobs [B, R]  rollout log-probs when they differ from old_logprobs (engine mismatch, async
+                               staleness): each token's loss is weighted by min(exp(old - behaviour), tis_cap),
+                               detached (truncated importance sampling). Ignored when tis_cap <= 0.
+
+    Per token: ratio r = exp(logp - old); l = max(-A·r, -A·clip(r, 1-clip_low, 1+clip_high)); with dual_clip c > 1,
+    l = min(l, -A·c) where A < 0 (bounds the loss of a negative-advantage token whose ratio exploded).
+    Returns (scalar loss = aggregate(l·w, mask, agg), stats) with stats:
+      clip_fraction   share of sampled tokens where the clipped branch was taken
+      dual_clip_fraction  share where the dual-clip bound was taken
+      approx_kl       mean k3 estimate of KL(old || current) on sampled tokens
+      is_ratio_mean / is_ratio_max   current / behaviour probability ratio on sampled tokens
+      tis_clip_fraction  share of tokens whose IS weight hit tis_cap (0 without behaviour_logprobs)
+    """
+    if dual_clip and dual_clip <= 1.0:
+        raise ValueError(f"algo.dual_clip must be > 1 (or 0 = off), got {dual_clip}")
+    m = mask.bool()
+    zero = torch.zeros((), dtype=logprobs.dtype, device=logprobs.device)
+    log_ratio = torch.where(m, logprobs - old_logprobs, zero)   # select first: masked garbage never reaches exp
+    ratio = torch.exp(log_ratio)
+    adv = torch.where(m, advantages, zero)
+    pg1 = -adv * ratio
+    pg2 = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    loss_tok = torch.maximum(pg1, pg2)
+    clipped = (pg2 > pg1) & m
+    dual = torch.zeros_like(m)
+    if dual_clip:
+        pg3 = -adv * dual_clip
+        dual = (adv < 0) & (pg3 < loss_tok) & m
+        loss_tok = torch.where(adv < 0, torch.minimum(loss_tok, pg3), loss_tok)
+    tis_clipped = torch.zeros_like(m)
+    is_log = log_ratio.detach()
+    if behaviour_logprobs is not None:
+        beh_log = torch.where(m, old_logprobs - behaviour_logprobs, zero).detach()
+        is_log = is_log + beh_log
+        if tis_cap > 0:
+            w = torch.exp(beh_log)
+            tis_clipped = (w > tis_cap) & m
+            loss_tok = loss_tok * torch.clamp(w, max=tis_cap)
+    loss = aggregate(loss_tok, mask, agg)
+    with torch.no_grad():
+        n = m.sum().clamp(min=1)
+        lr = log_ratio.detach()
+        k3 = torch.where(m, torch.exp(-lr) - 1.0 + lr, zero)    # KL(old || cur) with samples from old
+        is_ratio = torch.where(m, torch.exp(is_log), zero)
+        stats = {
+            "clip_fraction": float(clipped.sum() / n),
+            "dual_clip_fraction": float(dual.sum() / n),
+            "approx_kl": float(k3.sum() / n),
+            "is_ratio_mean": float(is_ratio.sum() / n),
+            "is_ratio_max": float(is_ratio.max()) if m.any() else 0.0,
+            "tis_clip_fraction": float(tis_clipped.sum() / n),
+        }
+    return loss, stats
+
+
+def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(current || reference) from samples of the current policy. [B, R] → [B, R].
+
+    With d = ref - logp (log of p_ref/p_cur):  k1 = -d (unbiased, can be negative);  k2 = d²/2;
+    k3 = exp(d) - 1 - d (unbiased, non-negative, low variance). d is clamped to [-20, 20] so exp cannot overflow
+    (beyond that the gradient is 0; such a token is far off anyway). Mask the result with `aggregate`.
+    """
+    d = ref_logprobs - logprobs
+    if kind == "k1":
+        return -d
+    if kind == "k2":
+        return 0.5 * d * d
+    if kind == "k3":
+        d = torch.clamp(d, -20.0, 20.0)
+        return torch.exp(d) - 1.0 - d
+    raise ValueError(f"unknown KL estimator {kind!r} (algo.kl_estimator): expected one of {KL_KINDS}")
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) per position: [..., V] → [...]. H = logsumexp(z) - Σ softmax(z)·z."""
+    logits = logits.float()
+    p = torch.softmax(logits, dim=-1)
+    return torch.logsumexp(logits, dim=-1) - (p * logits).sum(-1)
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip: float = 0.2, agg: str = "token_mean") -> torch.Tensor:
+    """Clipped critic loss, scalar. values (current critic), old_values (critic at rollout), returns: [B, R].
+
+    Per token: ½·max((v - G)², (v_clip - G)²) with v_clip = old + clamp(v - old, -clip, clip); clip <= 0 gives the
+    plain ½(v - G)². Aggregated over sampled tokens with `agg`.
+    """
+    m = mask.bool()
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    v = torch.where(m, values, zero)
+    old = torch.where(m, old_values, zero)
+    ret = torch.where(m, returns, zero)
+    err = (v - ret) ** 2
+    if clip and clip > 0:
+        v_clip = old + torch.clamp(v - old, -clip, clip)
+        err = torch.maximum(err, (v_clip - ret) ** 2)
+    return aggregate(0.5 * err, mask, agg)
