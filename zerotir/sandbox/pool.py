@@ -129,15 +129,23 @@ def _bwrap_command(python: str, src: str, cfg: dict) -> list[str]:
         elif p.is_dir():
             cmd += ["--ro-bind", link, link]
     # The interpreter and its packages only (not the project tree around a venv, not /root around pyenv).
+    made: set[str] = set()
     for d in sorted({str(prefix), str(base)}):
-        if not d.startswith("/usr/"):
-            cmd += ["--ro-bind", d, d]
+        if d.startswith("/usr/"):
+            continue
+        # Parents are created world-traversable (bwrap's default is 0700, which would hide the interpreter from
+        # the unprivileged uid); they hold nothing but the path to the bound directory.
+        for anc in reversed(Path(d).parents[:-1]):
+            if str(anc) not in made:
+                made.add(str(anc))
+                cmd += ["--perms", "0755", "--dir", str(anc)]
+        cmd += ["--ro-bind", d, d]
     for secret in ("/etc/shadow", "/etc/gshadow", "/etc/sudoers"):
         if os.path.exists(secret):
             cmd += ["--ro-bind", "/dev/null", secret]
     cmd += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/dev/shm", "--chdir", "/tmp",
             "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8",
-            "--setenv", "HOME", "/tmp"]
+            "--setenv", "HOME", "/tmp", "--setenv", "MALLOC_ARENA_MAX", "2"]
     for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN", "CAP_KILL"):
         cmd += ["--cap-add", cap]
     return cmd + ["--", python, "-I", "-B", "-c", src, json.dumps(cfg)]
@@ -189,7 +197,8 @@ class _Worker:
             cmd = _bwrap_command(python, _ZYGOTE_SRC, cfg)
         else:
             cmd = [python, "-I", "-B", "-c", _ZYGOTE_SRC, json.dumps(cfg)]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": pool.tmp_root or "/tmp"}
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": pool.tmp_root or "/tmp",
+               "MALLOC_ARENA_MAX": "2"}
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(cmd, pass_fds=(child_end.fileno(),), env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)

@@ -1,0 +1,80 @@
+"""Sandbox speed and robustness, measured in one run.
+
+    .venv/bin/python bench/sandbox.py [--workers 2] [--n 100] [--baseline 15] [--seconds 5] [--load 2000] [--total 10000]
+
+1. Speed: p50/p99 latency (sequential calls) and exec/s (2 x workers parallel callers) for `print(1+1)` and
+   `import sympy; print(sympy.factorint(2**64-1))` on the warm isolated pool, against a fresh interpreter per call
+   (the baseline), and the ratio. Targets: sympy p50 <= 15 ms and >= 25x the baseline; trivial >= 100 exec/s.
+2. Load: `--load` mixed requests (~12% hostile: infinite loops, sleeps, memory/fork/thread bombs, floods, disk fill,
+   daemons, segfaults, kill(-1)) from 2 x workers threads; each benign request prints a nonce that must come back
+   exactly (0 lost, 0 mismatched). More rounds follow until `--total` executions, then a census: processes under
+   sandbox uids, processes under the workers, open fds, host /tmp and /dev/shm entries (0 leaked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--n", type=int, default=100, help="sequential calls per snippet (latency)")
+    ap.add_argument("--baseline", type=int, default=15, help="fresh-interpreter calls per snippet")
+    ap.add_argument("--seconds", type=float, default=5.0, help="throughput phase per snippet")
+    ap.add_argument("--load", type=int, default=2000, help="mixed requests in the load test (0 = skip)")
+    ap.add_argument("--total", type=int, default=10000, help="executions before the final census")
+    ap.add_argument("--isolation", default="full")
+    ap.add_argument("--json", default="", help="also write the figures to this file")
+    args = ap.parse_args()
+
+    from zerotir.sandbox import Sandbox
+    from zerotir.sandbox.bench import run_bench
+    from zerotir.sandbox.census import idle_baseline, load_test
+
+    figures: dict = {"speed": run_bench(workers=args.workers, n_latency=args.n, n_baseline=args.baseline,
+                                        throughput_s=args.seconds, isolation=args.isolation)}
+    s, t = figures["speed"]["sympy"], figures["speed"]["trivial"]
+    print(f"targets: sympy p50 {s['p50_ms']:.1f} ms (<= 15: {'yes' if s['p50_ms'] <= 15 else 'NO'}), "
+          f"speedup {s['speedup_p50']:.1f}x (>= 25: {'yes' if s['speedup_p50'] >= 25 else 'NO'}), "
+          f"trivial {t['exec_per_s']:.0f} exec/s (>= 100: {'yes' if t['exec_per_s'] >= 100 else 'NO'})")
+    ok = True
+    if args.load:
+        with Sandbox(workers=args.workers, timeout_s=1.0, isolation=args.isolation) as sb:
+            first = idle_baseline(sb)
+            rep = load_test(sb, n=args.load, concurrency=2 * args.workers, seed=0)
+            print(f"load: {rep.requests} requests ({rep.hostile} hostile) from {2 * args.workers} threads on "
+                  f"{args.workers} workers in {rep.seconds:.1f} s: lost={rep.lost} mismatched={rep.mismatched} "
+                  f"statuses={rep.by_status}")
+            done, seed, rounds = rep.requests + 2 * (args.n + 5), 1, [rep]
+            while done < args.total:
+                r = load_test(sb, n=min(2000, args.total - done), concurrency=2 * args.workers, seed=seed)
+                rounds.append(r)
+                done += r.requests
+                seed += 1
+            time.sleep(1.0)
+            last = idle_baseline(sb, settle_s=1.0)
+            lost = sum(r.lost for r in rounds)
+            mism = sum(r.mismatched for r in rounds)
+            leaked = {k: getattr(last, k) - getattr(first, k) for k in
+                      ("uid_procs", "worker_descendants", "open_fds", "tmp_entries", "shm_entries")}
+            print(f"census after {done} executions ({sum(r.hostile for r in rounds)} hostile): lost={lost} "
+                  f"mismatched={mism}; change since start: {leaked}; health={sb.health()}")
+            figures["load"] = {"first": dataclasses.asdict(rep.leaked_before_after[0]) | {"lost": rep.lost},
+                               "requests": rep.requests, "hostile": rep.hostile, "lost_first": rep.lost,
+                               "mismatched_first": rep.mismatched, "statuses_first": rep.by_status,
+                               "executions": done, "lost": lost, "mismatched": mism, "leaked": leaked}
+            ok = lost == 0 and mism == 0 and leaked["uid_procs"] <= 0 and leaked["tmp_entries"] <= 0 \
+                and leaked["shm_entries"] <= 0 and leaked["open_fds"] <= 0 and leaked["worker_descendants"] <= 0
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=1, default=str)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

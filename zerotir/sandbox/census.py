@@ -1,0 +1,150 @@
+"""Leak census and the mixed load test (used by tests/sandbox and bench/sandbox.py).
+
+The census counts what a sandbox could leave behind on the host: processes running under the sandbox's uids or
+parented by its workers, the parent's open file descriptors, and entries in the host's /tmp and /dev/shm.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+UID_MIN, UID_MAX = 200_000, 200_000 + 50_000 * 64
+
+
+def _descendants(pids: list[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = set(), list(pids)
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def sandbox_uid_processes() -> list[int]:
+    """Host pids whose real uid is in the sandbox's uid range (executions still running)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/status") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        if UID_MIN <= int(line.split()[1]) < UID_MAX:
+                            found.append(int(d))
+                        break
+        except OSError:
+            continue
+    return found
+
+
+@dataclass
+class Census:
+    uid_procs: int
+    worker_descendants: int
+    open_fds: int
+    tmp_entries: int
+    shm_entries: int
+    detail: dict = field(default_factory=dict)
+
+
+def take_census(sb) -> Census:
+    """Snapshot of what the pool holds now. Call after the pool is idle (no call in flight)."""
+    fds = len(os.listdir("/proc/self/fd"))
+    tmp = len(os.listdir("/tmp")) if os.path.isdir("/tmp") else 0
+    shm = len(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else 0
+    return Census(uid_procs=len(sandbox_uid_processes()), worker_descendants=len(_descendants(sb.worker_pids())),
+                  open_fds=fds, tmp_entries=tmp, shm_entries=shm)
+
+
+def idle_baseline(sb, settle_s: float = 0.3) -> Census:
+    time.sleep(settle_s)
+    return take_census(sb)
+
+
+# ------------------------------------------------------------------------------------------------ load test
+
+HOSTILE = [
+    "while True: pass",
+    "import time; time.sleep(60)",
+    "x = ' ' * (10**10)",
+    "import os\nwhile True:\n    try: os.fork()\n    except OSError: break",
+    "import os,time\nif os.fork()==0:\n    os.setsid()\n    time.sleep(60)\nprint('p')",
+    "while True: print('y' * 4096)",
+    "import ctypes; ctypes.string_at(0)",
+    "import os; os.kill(-1, 9)",
+    "f = open('/tmp/fill', 'wb')\nwhile True: f.write(b'z' * (1 << 20))",
+    "import threading, time\nfor _ in range(1000): threading.Thread(target=time.sleep, args=(60,)).start()",
+]
+
+
+@dataclass
+class LoadReport:
+    requests: int
+    hostile: int
+    lost: int
+    mismatched: int
+    by_status: dict
+    seconds: float
+    leaked_before_after: tuple
+
+
+def load_test(sb, n: int = 2000, hostile_share: float = 0.12, concurrency: int = 8, seed: int = 0,
+              timeout_s: float = 1.0) -> LoadReport:
+    """`n` mixed requests from `concurrency` threads; every benign one must echo its own nonce exactly."""
+    rng = random.Random(seed)
+    plan = []
+    for i in range(n):
+        nonce = f"{seed}-{i}-{rng.getrandbits(48):012x}"
+        if rng.random() < hostile_share:
+            plan.append((nonce, rng.choice(HOSTILE), True))
+        else:
+            kind = rng.randrange(3)
+            if kind == 0:
+                code = f"print({nonce!r})"
+            elif kind == 1:
+                code = f"import sympy\nn = {rng.randrange(2, 10**9)}\nf = sympy.factorint(n)\nprint({nonce!r}, n)"
+            else:
+                code = f"import numpy as np\na = np.arange({rng.randrange(1, 1000)})\nprint({nonce!r}, int(a.sum()))"
+            plan.append((nonce, code, False))
+    before = idle_baseline(sb)
+    lost = mismatched = 0
+    by_status: dict = {}
+    t0 = time.monotonic()
+
+    def one(item):
+        nonce, code, hostile = item
+        return item, sb.run(code, timeout_s=timeout_s)
+
+    pattern = re.compile(rf"{seed}-\d+-[0-9a-f]{{12}}")
+    with ThreadPoolExecutor(concurrency) as ex:
+        for (nonce, code, hostile), r in ex.map(one, plan):
+            by_status[r.status] = by_status.get(r.status, 0) + 1
+            if r.status == "sandbox_error":
+                lost += 1
+                continue
+            seen = set(pattern.findall(r.stdout + r.stderr))
+            # Benign: ok and exactly its own nonce. Hostile: any outcome, but never another request's output.
+            if (not hostile and (r.status != "ok" or seen != {nonce})) or (hostile and seen):
+                mismatched += 1
+    seconds = time.monotonic() - t0
+    after = idle_baseline(sb, settle_s=1.0)
+    return LoadReport(requests=n, hostile=sum(h for _, _, h in plan), lost=lost, mismatched=mismatched,
+                      by_status=by_status, seconds=seconds, leaked_before_after=(before, after))
