@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from zerotir.distributed.vllm_engine import finish_of, needs_raw_rescore, sampled_logprobs
+from zerotir.distributed.vllm_engine import _stops, finish_of, needs_raw_rescore, sampled_logprobs
 from zerotir.rollout.engine import GenerationRequest, SamplingParams
 
 
@@ -35,6 +35,14 @@ def test_rescore_needed_only_when_sampling_distribution_differs():
     assert needs_raw_rescore(SamplingParams(temperature=0.7))
     assert needs_raw_rescore(SamplingParams(temperature=1.0, top_p=0.9))
     assert needs_raw_rescore(SamplingParams(temperature=1.0, top_k=20))
+
+
+def test_code_block_stop_becomes_a_plain_stop_string():
+    from zerotir.rollout.format import CODE_CLOSE
+
+    assert _stops(SamplingParams(stop_strings=["</s>"])) == ["</s>"]
+    assert _stops(SamplingParams(stop_strings=["</s>"], stop_at_code_block=True)) == ["</s>", CODE_CLOSE]
+    assert _stops(SamplingParams(stop_strings=[CODE_CLOSE], stop_at_code_block=True)) == [CODE_CLOSE]
 
 
 # ------------------------------------------------------------------------------------------------ GPU + vLLM

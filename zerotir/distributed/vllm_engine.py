@@ -16,8 +16,10 @@ returns is taken from the distribution actually sampled from (after temperature 
 top-p are off; otherwise a finished request is re-scored once with a prefill-only request (`prompt_logprobs=0`,
 which vLLM computes from the raw logits) before it is reported.
 
-Stop strings (e.g. the code-block close) are passed as vLLM `stop` with `include_stop_str_in_output=True`: vLLM stops
-after the token that completes the string and keeps that token, as the contract asks.
+Stop strings (and the code-block close, for `stop_at_code_block`) are passed as vLLM `stop` with
+`include_stop_str_in_output=True`: vLLM stops after the token that completes the string and keeps that token, as the
+contract asks. `GenerationRequest.prefix_of` needs no handling: vLLM's automatic prefix caching reuses the KV of a
+trajectory's earlier turns by content.
 """
 
 from __future__ import annotations
@@ -57,12 +59,23 @@ def to_vllm_params(p: SamplingParams, *, scoring: bool = False):
         top_p=p.top_p,
         top_k=p.top_k if p.top_k > 0 else -1,  # vLLM: -1 (or 0 in newer releases) disables top-k
         max_tokens=p.max_new_tokens,
-        stop=list(p.stop_strings) or None,
+        stop=_stops(p) or None,
         stop_token_ids=list(p.stop_token_ids) or None,
         include_stop_str_in_output=True,
         logprobs=0,
         seed=p.seed,
     )
+
+
+def _stops(p: SamplingParams) -> list[str]:
+    """Stop strings; `stop_at_code_block` becomes CODE_CLOSE as a plain stop string (vLLM cannot check that a python
+    block was opened; the contract allows this: the TIR loop continues after a close that ends no block)."""
+    from zerotir.rollout.format import CODE_CLOSE
+
+    stops = list(p.stop_strings)
+    if getattr(p, "stop_at_code_block", False) and CODE_CLOSE not in stops:
+        stops.append(CODE_CLOSE)
+    return stops
 
 
 def needs_raw_rescore(p: SamplingParams) -> bool:
