@@ -293,12 +293,14 @@ class Learner:
         adv_vals = []
         for mb in mbs:
             mask = mb.loss_mask
-            # token_mean normalises by all sampled tokens of the minibatch; sequence modes by its rows.
+            # token_mean normalises by all sampled tokens of the minibatch; sequence modes by its rows. With these
+            # weights the accumulated gradient equals that of the loss aggregated over the whole minibatch.
             w = float(mask.sum()) / norm_tokens if a.loss_agg == "token_mean" else mb.size / norm_rows
+            wt = float(mask.sum()) / norm_tokens
             logits = self.response_logits(self.policy, mb)
             logp = token_logprobs(logits, mb.response_ids, self.temperature)
-            pg_mat, pg_stats = policy_loss(logp, mb.old_logprobs, mb.advantages, mask, a)
-            loss = aggregate(pg_mat, mask, a.loss_agg)
+            loss, st = policy_loss(logp, mb.old_logprobs, mb.advantages, mask, clip_low=a.clip_low,
+                                   clip_high=a.clip_high, dual_clip=a.dual_clip, agg=a.loss_agg)
             total = loss
             with torch.set_grad_enabled(a.entropy_coef > 0):
                 ent = aggregate(entropy_from_logits(logits.float() / self.temperature), mask, a.loss_agg)
@@ -312,21 +314,17 @@ class Learner:
             vloss = torch.zeros(())
             if self.critic is not None:
                 v = self._values(mb)
-                vloss = aggregate(value_loss(v, mb.values, mb.returns, mask, a.value_clip), mask, a.loss_agg)
+                vloss = value_loss(v, mb.values, mb.returns, mask, clip=a.value_clip, agg=a.loss_agg)
                 total = total + a.value_coef * vloss
             (total * w).backward()
-            with torch.no_grad():
-                ratio = torch.exp(logp.detach() - mb.old_logprobs) * mask
-                ratio_max = max(ratio_max, float(ratio.max()))
-                for k, v_ in (("loss/policy", loss), ("loss/entropy", ent), ("loss/kl", kl), ("loss/value", vloss),
-                              ("loss/total", total)):
-                    sums[k] = sums.get(k, 0.0) + float(v_.detach()) * w
-                wt = float(mask.sum()) / norm_tokens
-                sums["loss/clip_fraction"] = sums.get("loss/clip_fraction", 0.0) + float(pg_stats["clip_fraction"]) * wt
-                sums["loss/is_ratio_mean"] = sums.get("loss/is_ratio_mean", 0.0) + float(ratio.sum()) / norm_tokens
-                d = (mb.old_logprobs - logp.detach()) * mask  # k1 estimate of KL(behaviour || current)
-                sums["loss/approx_kl_behaviour"] = sums.get("loss/approx_kl_behaviour", 0.0) + float(d.sum()) / norm_tokens
-                adv_vals.append(mb.advantages[mask.bool()])
+            for k, v_ in (("loss/policy", loss), ("loss/entropy", ent), ("loss/kl", kl), ("loss/value", vloss),
+                          ("loss/total", total)):
+                sums[k] = sums.get(k, 0.0) + float(v_.detach()) * w
+            for k, name in (("clip_fraction", "loss/clip_fraction"), ("is_ratio_mean", "loss/is_ratio_mean"),
+                            ("approx_kl", "loss/approx_kl_behaviour")):
+                sums[name] = sums.get(name, 0.0) + float(st[k]) * wt
+            ratio_max = max(ratio_max, float(st["is_ratio_max"]))
+            adv_vals.append(mb.advantages[mask.bool()])
         params = [p for p in self.policy.parameters() if p.requires_grad]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0
                                                    else float("inf"))
