@@ -40,8 +40,8 @@ def small_cfg(model_dir: Path, data: Path, steps: int = 3) -> Config:
     cfg.model.path, cfg.model.device = str(model_dir), "cpu"
     cfg.data.train, cfg.data.eval, cfg.data.eval_limit = str(data), str(data), 2
     r = cfg.rollout
-    r.template, r.n_samples, r.max_new_tokens_per_turn, r.max_total_tokens, r.batch_size = "zerotir", 2, 12, 20, 8
-    r.max_tool_output_tokens = 8
+    r.template, r.n_samples, r.max_new_tokens_per_turn, r.max_total_tokens, r.batch_size = "zerotir", 2, 12, 32, 8
+    r.max_tool_output_tokens = 16
     cfg.sandbox.workers, cfg.sandbox.timeout_s = 1, 2.0
     cfg.sandbox.isolation = "full" if shutil.which("bwrap") else "rlimits"
     cfg.reward.verify_workers = 1
@@ -99,7 +99,7 @@ def _strip(rows):
 
 
 def test_sigkill_then_resume_is_identical_to_uninterrupted(tiny_model_dir, tmp_path):
-    cfg = small_cfg(tiny_model_dir, write_problems(tmp_path / "p.jsonl"), steps=5)
+    cfg = small_cfg(tiny_model_dir, write_problems(tmp_path / "p.jsonl"), steps=4)
     cfg.train.eval_every = 0
     cfg.data.eval = ""
     save_config(cfg, tmp_path / "cfg.yaml")
@@ -117,7 +117,7 @@ def test_sigkill_then_resume_is_identical_to_uninterrupted(tiny_model_dir, tmp_p
     os.kill(killed.pid, signal.SIGKILL)
     killed.communicate()
     assert killed.returncode == -signal.SIGKILL
-    assert not (tmp_path / "B" / "checkpoints" / "step_000005").exists()
+    assert not (tmp_path / "B" / "checkpoints" / "step_000004").exists()
 
     resumed = _cli(["--resume", str(tmp_path / "B")], tmp_path)
     out_res, _ = resumed.communicate(timeout=300)
@@ -125,10 +125,10 @@ def test_sigkill_then_resume_is_identical_to_uninterrupted(tiny_model_dir, tmp_p
     assert "resumed from" in out_res
 
     a, b = read_metrics(tmp_path / "A" / "metrics.jsonl"), read_metrics(tmp_path / "B" / "metrics.jsonl")
-    assert [r["step"] for r in b] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
     assert _strip(a) == _strip(b)
-    wa = policy_weights(tmp_path / "A" / "checkpoints" / "step_000005" / "policy")
-    wb = policy_weights(tmp_path / "B" / "checkpoints" / "step_000005" / "policy")
+    wa = policy_weights(tmp_path / "A" / "checkpoints" / "step_000004" / "policy")
+    wb = policy_weights(tmp_path / "B" / "checkpoints" / "step_000004" / "policy")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     ta = (tmp_path / "A" / "transcripts" / "step_000004.jsonl").read_text()
     assert ta == (tmp_path / "B" / "transcripts" / "step_000004.jsonl").read_text()

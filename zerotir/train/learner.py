@@ -349,12 +349,13 @@ class Learner:
     # ------------------------------------------------------------------------------------------------ weights
     def policy_state_dict(self) -> dict[str, torch.Tensor]:
         """Plain HF-named weights of the current policy, for engine sync (LoRA: merged copies)."""
+        # named_parameters, not state_dict: tied weights (embeddings = lm_head) appear once, under the owner's name.
         if not self.lora:
-            return self.policy.state_dict()
+            return {k: v.detach() for k, v in self.policy.named_parameters()}
         self.policy.merge_adapter()
         try:
             base = self.policy.get_base_model()
-            return {_strip_peft(k): v.detach().clone() for k, v in base.state_dict().items() if "lora_" not in k}
+            return {_strip_peft(k): v.detach().clone() for k, v in base.named_parameters() if "lora_" not in k}
         finally:
             self.policy.unmerge_adapter()
 

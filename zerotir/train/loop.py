@@ -42,7 +42,12 @@ def validate_inputs(cfg: Config):
     eval_set = load_problems(cfg.data.eval, limit=cfg.data.eval_limit, **kw).problems if cfg.data.eval else []
     if not train_set:
         raise DataError(f"{cfg.data.train}: no training problems")
-    check_model_dir(cfg.model.path)
+    from zerotir.algos.advantages import check_algo_config
+    from zerotir.models import load_tokenizer
+    from zerotir.rollout.tir import check_budgets
+
+    check_budgets(cfg.rollout, load_tokenizer(check_model_dir(cfg.model.path)), cfg.rollout.max_tool_calls)
+    check_algo_config(cfg.algo)
     t = cfg.train
     if t.prompts_per_step < 1 or cfg.rollout.n_samples < 1 or t.ppo_epochs < 1 or t.minibatches < 1:
         raise ValueError("train.prompts_per_step, rollout.n_samples, train.ppo_epochs and train.minibatches must be >= 1")
