@@ -13,7 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-UID_MIN, UID_MAX = 200_000, 200_000 + 50_000 * 64
+from zerotir.sandbox.pool import UID_BLOCKS, UID_MIN, UID_SPAN
+
+UID_MAX = UID_MIN + UID_BLOCKS * UID_SPAN
 
 
 def _descendants(pids: list[int]) -> set[int]:
@@ -37,12 +39,12 @@ def _descendants(pids: list[int]) -> set[int]:
     return out
 
 
-def sandbox_uid_processes() -> list[int]:
-    """Host pids whose real uid is in the sandbox's uid range (executions still running)."""
+def sandbox_uid_processes(roots: list[int] | None = None) -> list[int]:
+    """Host pids whose real uid is in the sandbox's uid range (executions still running); with `roots`, only
+    those descending from these pids (one pool's workers: other pools on the host are not counted)."""
     found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+    pids = _descendants(roots) if roots is not None else [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    for d in pids:
         try:
             with open(f"/proc/{d}/status") as f:
                 for line in f:
@@ -70,7 +72,8 @@ def take_census(sb) -> Census:
     fds = len(os.listdir("/proc/self/fd"))
     tmp = len(os.listdir("/tmp")) if os.path.isdir("/tmp") else 0
     shm = len(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else 0
-    return Census(uid_procs=len(sandbox_uid_processes()), worker_descendants=len(_descendants(sb.worker_pids())),
+    roots = sb.worker_pids()
+    return Census(uid_procs=len(sandbox_uid_processes(roots)), worker_descendants=len(_descendants(roots)),
                   open_fds=fds, tmp_entries=tmp, shm_entries=shm)
 
 

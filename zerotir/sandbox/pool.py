@@ -14,11 +14,13 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ log = logging.getLogger("zerotir.sandbox")
 ISOLATION_LEVELS = ("full", "rlimits", "none")
 PREIMPORT = ["numpy", "sympy", "scipy", "mpmath", "sympy.ntheory", "numpy.linalg"]
 MAX_CODE_BYTES = 512 * 1024
+UID_MIN, UID_SPAN, UID_BLOCKS = 10_000_000, 65_536, 30_000  # context uids live in [UID_MIN, UID_MIN + 30000 * 65536)
 _ZYGOTE_SRC = (Path(__file__).with_name("_zygote.py")).read_text()
 
 
@@ -177,6 +180,8 @@ class _Worker:
 
     def __init__(self, pool: "_Pool", index: int):
         self.pool, self.index = pool, index
+        self.generation = next(pool.generations)
+        self.uid_base = UID_MIN + secrets.randbelow(UID_BLOCKS) * UID_SPAN
         self.proc: subprocess.Popen | None = None
         self.chan: _Channel | None = None
         self.ready: collections.deque = collections.deque()  # warm contexts (_Context)
@@ -186,12 +191,14 @@ class _Worker:
         self.dead = asyncio.Event()
         self.ids = itertools.count(1)
         self.started_at = 0.0
+        self.errfile = None
+        self.serving = False
 
-    async def start(self) -> None:
+    async def start(self, serve: bool = True) -> None:
         pool = self.pool
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cfg = dict(pool.zcfg, ctrl_fd=child_end.fileno(),
-                   uid_base=(pool.uid_base + self.index * pool.uid_span) if pool.isolation == "full" else 0)
+                   uid_base=self.uid_base if pool.isolation == "full" else 0)
         python = sys.executable
         if pool.isolation == "full":
             cmd = _bwrap_command(python, _ZYGOTE_SRC, cfg)
@@ -200,8 +207,10 @@ class _Worker:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": pool.tmp_root or "/tmp",
                "MALLOC_ARENA_MAX": "2"}
         self.started_at = time.monotonic()
+        # stderr goes to an unlinked file, not a pipe nobody drains: it only matters when startup fails.
+        self.errfile = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, pass_fds=(child_end.fileno(),), env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                                     stdout=subprocess.DEVNULL, stderr=self.errfile, start_new_session=True)
         child_end.close()
         self.chan = _Channel(parent_end, pool.loop)
         try:
@@ -220,14 +229,22 @@ class _Worker:
                 raise SandboxUnavailable(f"network namespace not in effect (interfaces: {ifaces})")
         self.alive = True
         pool.loop.create_task(self._read_loop())
+        if serve:
+            self.serve()
+
+    def serve(self) -> None:
+        """Start keeping warm contexts (a spare worker idles until it is promoted)."""
+        self.serving = True
         self.refill()
 
     def _stderr_tail(self) -> str:
-        if self.proc is None or self.proc.stderr is None:
+        if self.errfile is None:
             return ""
         try:
-            self.proc.wait(timeout=2)
-            return self.proc.stderr.read().decode(errors="replace")[-2000:]
+            if self.proc is not None:
+                self.proc.wait(timeout=2)
+            self.errfile.seek(0)
+            return self.errfile.read().decode(errors="replace")[-2000:].strip()
         except Exception:  # noqa: BLE001
             return ""
 
@@ -266,27 +283,33 @@ class _Worker:
         self.waiting.clear()
         while self.ready:
             self.ready.popleft().destroy()
-        self.kill()
+        self.kill(wait=False)
         self.pool.worker_died(self)
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+    def kill(self, wait: bool = True) -> None:
+        """SIGKILL the worker's process group (bubblewrap tears its namespaces, and every context, down)."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
                 pass
-            try:
-                self.proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001
-                pass
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+            if wait:
+                try:
+                    proc.wait(timeout=5)
+                except Exception:  # noqa: BLE001
+                    pass
+            else:  # on the loop: reap in the background instead of blocking every other call
+                threading.Thread(target=proc.wait, daemon=True).start()
+        if self.errfile is not None:
+            self.errfile.close()
+            self.errfile = None
         if self.chan is not None:
             self.chan.close()
 
     def refill(self) -> None:
         """Keep `prewarm` contexts ready (asked for in the background)."""
-        while self.alive and len(self.ready) + self.requested < self.pool.prewarm:
+        while self.alive and self.serving and len(self.ready) + self.requested < self.pool.prewarm:
             self._request(None)
 
     def _request(self, fut: asyncio.Future | None) -> None:
@@ -406,14 +429,20 @@ class _Pool:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, workers: int, timeout_s: float, memory_mb: int,
                  max_output_bytes: int, isolation: str, prewarm: int, nproc: int, fsize_mb: int, tmpfs_mb: int,
-                 max_concurrency: int | None, start_timeout_s: float):
+                 max_concurrency: int | None, start_timeout_s: float, spares: int):
         self.loop = loop
         self.isolation = isolation
         self.n_workers = workers
         self.timeout_s, self.max_output_bytes = timeout_s, max_output_bytes
         self.prewarm = prewarm
         self.start_timeout_s = start_timeout_s
-        self.uid_base, self.uid_span = 200_000, 50_000
+        # Each worker gets its own random block of uids (one uid per context, reused round-robin within the
+        # block), so that pools of several processes on one host practically never share a uid (RLIMIT_NPROC is
+        # counted per uid, host-wide).
+        self.uid_span = UID_SPAN
+        self.generations = itertools.count()
+        self.spares = spares
+        self.spare: _Worker | None = None
         self.tmp_root = ""
         self.zcfg = {"isolation": isolation, "memory_mb": memory_mb, "timeout_s": timeout_s, "fsize_mb": fsize_mb,
                      "tmpfs_mb": tmpfs_mb, "nproc": nproc, "uid_span": self.uid_span, "preimport": PREIMPORT}
@@ -427,19 +456,55 @@ class _Pool:
 
     async def start(self) -> None:
         ws = [_Worker(self, i) for i in range(self.n_workers)]
-        results = await asyncio.gather(*(w.start() for w in ws), return_exceptions=True)
+        spare = _Worker(self, -1) if self.spares else None
+        results = await asyncio.gather(*(w.start(serve=True) for w in ws),
+                                       *([spare.start(serve=False)] if spare else []), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            for w in ws:
+            for w in ws + ([spare] if spare else []):
                 w.kill()
             raise errors[0]
         self.workers = list(ws)
+        self.spare = spare
 
     def worker_died(self, w: _Worker) -> None:
         if self.closing:
             return
+        if w is self.spare:
+            self.spare = None
+            self.loop.create_task(self._new_spare())
+            return
+        if w.index < 0 or self.workers[w.index] is not w:
+            return
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.alive:  # a warm spare takes over at once; a new spare boots behind it
+            spare.index = w.index
+            self.workers[w.index] = spare
+            spare.serve()
+            self.restarts += 1
+            self.last_restart_s = 0.0
+            log.warning("sandbox worker %d died; a warm spare took its place", w.index)
+            self.loop.create_task(self._new_spare())
+            return
         log.warning("sandbox worker %d died; starting a replacement", w.index)
         self.loop.create_task(self._replace(w.index))
+
+    async def _new_spare(self) -> None:
+        for attempt in range(5):
+            if self.closing or not self.spares:
+                return
+            w = _Worker(self, -1)
+            try:
+                await w.start(serve=False)
+            except Exception as e:  # noqa: BLE001
+                log.error("sandbox spare worker failed to start: %s", e)
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
+            if self.closing:
+                w.kill(wait=False)
+                return
+            self.spare = w
+            return
 
     async def _replace(self, index: int) -> None:
         t0 = time.monotonic()
@@ -448,11 +513,14 @@ class _Pool:
                 return
             w = _Worker(self, index)
             try:
-                await w.start()
+                await w.start(serve=True)
             except Exception as e:  # noqa: BLE001
                 log.error("sandbox worker %d restart failed: %s", index, e)
                 await asyncio.sleep(0.2 * (attempt + 1))
                 continue
+            if self.closing:
+                w.kill(wait=False)
+                return
             self.workers[index] = w
             self.restarts += 1
             self.last_restart_s = time.monotonic() - t0
@@ -678,7 +746,7 @@ class _Pool:
                 except OSError:
                     pass
         await asyncio.sleep(0.05)
-        for w in self.workers:
+        for w in self.workers + [self.spare]:
             if w is not None:
                 w.alive = False
                 w.dead.set()
@@ -709,7 +777,7 @@ class Sandbox:
     def __init__(self, workers: int = 2, timeout_s: float = 5.0, memory_mb: int = 512,
                  max_output_bytes: int = 16384, isolation: str = "full", *, prewarm: int = 2, nproc: int = 64,
                  fsize_mb: int = 64, tmpfs_mb: int = 64, max_concurrency: int | None = None,
-                 start_timeout_s: float = 60.0):
+                 start_timeout_s: float = 60.0, spares: int = 1):
         check_isolation(isolation)
         if workers < 1:
             raise ValueError("workers must be >= 1")
@@ -723,7 +791,7 @@ class Sandbox:
         self._args = dict(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb,
                           max_output_bytes=max_output_bytes, isolation=isolation, prewarm=prewarm, nproc=nproc,
                           fsize_mb=fsize_mb, tmpfs_mb=tmpfs_mb, max_concurrency=max_concurrency,
-                          start_timeout_s=start_timeout_s)
+                          start_timeout_s=start_timeout_s, spares=spares)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="zerotir-sandbox", daemon=True)
         self._thread.start()
@@ -793,9 +861,10 @@ class Sandbox:
     def health(self) -> dict:
         return self._call(self._pool.health())  # type: ignore[union-attr]
 
-    def worker_pids(self) -> list[int]:
+    def worker_pids(self, include_spare: bool = True) -> list[int]:
         """Host pids of the worker processes (bubblewrap or zygote), for monitoring and tests."""
-        return [w.proc.pid for w in self._pool.workers if w is not None and w.proc is not None]  # type: ignore
+        ws = list(self._pool.workers) + ([self._pool.spare] if include_spare else [])  # type: ignore[union-attr]
+        return [w.proc.pid for w in ws if w is not None and w.proc is not None]
 
     def close(self) -> None:
         if self._closed:
@@ -808,6 +877,17 @@ class Sandbox:
             self._stop_loop()
 
     def _stop_loop(self) -> None:
+        async def _cancel_all():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self._loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop).result(timeout=5)
+            except Exception:  # noqa: BLE001
+                pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         if not self._loop.is_running():

@@ -1,0 +1,60 @@
+"""Shared sandbox pool for the sandbox tests (one pool per session keeps the suite fast) and the leak check."""
+
+import os
+import shutil
+import time
+
+import pytest
+
+SECRET = "zerotir-test-secret-8d1f0c"
+
+
+def full_isolation_available() -> bool:
+    return shutil.which("bwrap") is not None and os.geteuid() == 0
+
+
+needs_full = pytest.mark.skipif(not full_isolation_available(),
+                                reason="isolation='full' needs bubblewrap and root (make system-deps)")
+
+
+@pytest.fixture(scope="session")
+def sb():
+    if not full_isolation_available():
+        pytest.skip("isolation='full' needs bubblewrap and root")
+    from zerotir.sandbox import Sandbox
+
+    os.environ["ZEROTIR_TEST_SECRET"] = SECRET  # must never be visible inside
+    box = Sandbox(workers=2, timeout_s=1.0, memory_mb=256, max_output_bytes=4096)
+    yield box
+    box.close()
+    os.environ.pop("ZEROTIR_TEST_SECRET", None)
+
+
+def settled(sb, timeout_s: float = 3.0) -> dict:
+    """Wait until every process under a sandbox uid is a warm, unused context init; return the final counts.
+
+    A warm context holds exactly one process (its init) and two descriptors in this process (socket, pidfd).
+    """
+    from zerotir.sandbox.census import sandbox_uid_processes
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        h = sb.health()
+        procs = len(sandbox_uid_processes(sb.worker_pids()))
+        fds = len(os.listdir("/proc/self/fd"))
+        state = {"ok": h["ok"], "uid_procs": procs, "ready": h["ready_contexts"], "fds": fds}
+        if (h["ok"] and procs == h["ready_contexts"]) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def leakcheck(sb):
+    """After the test: the pool is healthy, nothing runs under a sandbox uid but warm contexts, no fd grew."""
+    before = settled(sb)
+    yield
+    after = settled(sb)
+    assert after["ok"], f"sandbox unhealthy after the test: {sb.health()}"
+    assert after["uid_procs"] == after["ready"], f"leaked sandbox processes: {after}"
+    # Each warm context holds 2 descriptors here; everything else must be back where it was.
+    assert after["fds"] - 2 * after["ready"] <= before["fds"] - 2 * before["ready"], f"fd leak: {before} -> {after}"
