@@ -56,7 +56,7 @@ def init_ray(cfg: Config) -> bool:
         return True
     import torch
 
-    ray.init(num_cpus=os.cpu_count() or 2, num_gpus=torch.cuda.device_count(), include_dashboard=False,
+    ray.init(num_cpus=len(os.sched_getaffinity(0)) or 2, num_gpus=torch.cuda.device_count(), include_dashboard=False,
              object_store_memory=256 * 1024 * 1024, runtime_env=env, log_to_driver=True)
     return True
 
