@@ -131,3 +131,12 @@ def test_merge_batches_hand_computed():
     assert m.metrics["reward/format"] == pytest.approx(0.75)   # (1*3 + 0*1) / 4
     assert m.metrics["perf/rollout_seconds"] == 5.0           # parallel workers: the slowest
     assert m.metrics["reward/verify_timeouts"] == 3.0         # counts add
+
+
+def test_sandbox_replica_pins_workers_round_robin():
+    from zerotir.distributed.actors import sandbox_replica
+
+    urls = "http://a:8080, http://b:8080,http://c:8080"
+    assert [sandbox_replica(urls, i) for i in range(4)] == ["http://a:8080", "http://b:8080", "http://c:8080",
+                                                           "http://a:8080"]
+    assert sandbox_replica("http://only:1", 5) == "http://only:1"

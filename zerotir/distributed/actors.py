@@ -1,7 +1,8 @@
 """The two kinds of Ray actors. Plain classes here (importable and testable without Ray); `driver.py` wraps them
 with `ray.remote` and places them.
 
-RolloutWorker: one generation engine (HF or vLLM) + one sandbox pool + one reward scorer. `rollout()` runs THE
+RolloutWorker: one generation engine (HF or vLLM) + one sandbox pool (or its share of a sandbox service: a comma-
+separated `sandbox.url` pins worker i to replica i mod n) + one reward scorer. `rollout()` runs THE
 rollout + reward phase of the single-process loop (`zerotir.train.loop.generate`) on a shard of the step's prompts;
 trajectories record the engine's policy version. `update_weights()` is queued behind any in-flight rollout (an
 actor runs its calls in order), which is what makes async rollouts measurably stale rather than torn.
@@ -12,6 +13,7 @@ each minibatch with gradients synced across ranks (see `dp.py`). Rank 0 serves w
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from typing import Any
 
@@ -38,6 +40,14 @@ def make_rollout_engine(cfg: Config):
     return HFEngine(model, tok, max_batch=cfg.rollout.batch_size, device=device, seed=cfg.train.seed)
 
 
+def sandbox_replica(url: str, index: int) -> str:
+    """Rollout worker `index`'s sandbox service when `sandbox.url` lists replicas separated by commas: worker i uses
+    replica i mod n. Pinning a worker to one replica keeps its stateful sessions on the server that holds them
+    (a per-request balancer would not), and spreads workers evenly over the replicas."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    return urls[index % len(urls)] if urls else url
+
+
 def _limit_threads(n: int) -> None:
     import torch
 
@@ -54,7 +64,10 @@ class RolloutWorker:
         seed_everything(cfg.train.seed)
         self.cfg, self.index = cfg, index
         self.engine = make_rollout_engine(cfg)
-        self.sandbox = make_sandbox(cfg.sandbox).__enter__()
+        sb_cfg = cfg.sandbox
+        if sb_cfg.backend == "remote":
+            sb_cfg = dataclasses.replace(sb_cfg, url=sandbox_replica(sb_cfg.url, index))
+        self.sandbox = make_sandbox(sb_cfg).__enter__()
         self.scorer = RewardScorer(cfg.reward).__enter__()
 
     def ready(self) -> int:
