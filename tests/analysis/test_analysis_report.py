@@ -23,6 +23,8 @@ def test_full_report_on_synthetic_runs(synthetic_runs, tmp_path):
     sat = acc["fits"]["saturating"]
     for k, true in {"c": 0.85, "a": 0.8, "b": 0.7}.items():
         assert sat["ci"][k][0] <= true <= sat["ci"][k][1]
+    per_seed = acc["per_seed"]
+    assert set(per_seed) == {"tools-s0", "tools-s1"} and all(0.3 < p["b"] < 1.2 for p in per_seed.values())
     # length grows as 50 + 8·log x (a small-exponent power law fits it about as well, so only the CI is checked)
     ll = tools["metrics"]["rollout/response_tokens"]["fits"]["loglinear"]
     assert ll["ci"]["b"][0] <= 8.0 <= ll["ci"]["b"][1]
@@ -54,7 +56,8 @@ def test_full_report_on_synthetic_runs(synthetic_runs, tmp_path):
 
 def test_step_zero_rows_shift_x_and_are_fitted(tmp_path):
     runs = [write_run(tmp_path / f"s{s}", s, 2, steps=20, eval_every=4, base_row=True) for s in (0, 1)]
-    res = json.loads((analyze(runs, tmp_path / "rep", n_boot=10) / "fits.json").read_text())
+    res = json.loads((analyze(runs, tmp_path / "rep", n_boot=10, metrics=("eval/accuracy", "reward/accuracy"))
+                      / "fits.json").read_text())
     # only the metrics logged at step 0 (the base eval) are shifted; training metrics keep x = step
     assert res["x_offset"]["eval/accuracy"] == 1.0 and res["x_offset"]["reward/accuracy"] == 0.0
     ev = res["groups"][0]["metrics"]["eval/accuracy"]
@@ -74,7 +77,8 @@ def test_report_survives_short_constant_and_missing_series(tmp_path):
     for r in rows:
         r["rollout/code_ratio"] = 1.0  # constant
     (flat / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = analyze([short, flat], tmp_path / "rep", n_boot=10)
+    out = analyze([short, flat], tmp_path / "rep", n_boot=10,
+                  metrics=("reward/accuracy", "rollout/code_ratio", "eval/accuracy"))
     res = json.loads((out / "fits.json").read_text())
     by = {g["label"]: g for g in res["groups"]}
     assert len(by) == 2  # the run without config.yaml is a group of its own
