@@ -70,6 +70,7 @@ class Ours:
         trajs = rollout(probs, self.engine, self.sandbox, self.cfg.rollout, n_samples=self.cfg.rollout.n_samples,
                         max_tool_calls=0, policy_version=self.version, group_offset=0, seed=seed)
         self.scorer.score(trajs, self.cfg.rollout.max_total_tokens)
+        self.gen_seconds = time.perf_counter() - t0
         batch = collate(trajs, self.learner.pad_id)
         compute_advantages(batch, self.cfg.algo)
         self.learner.update(batch)
@@ -78,8 +79,10 @@ class Ours:
         return time.perf_counter() - t0, sum(t.num_sampled_tokens for t in trajs), trajs
 
 
-def trl_round(model_dir: Path, prompts: list[str], golds: list[str], cfg: Config, scorer, a) -> tuple[float, int]:
-    """A fresh GRPOTrainer for two steps; returns (seconds, completion tokens) of the second step."""
+def trl_round(model_dir: Path, prompts: list[str], golds: list[str], cfg: Config, scorer, a
+              ) -> tuple[float, int, float]:
+    """A fresh GRPOTrainer for two steps; returns (seconds, completion tokens, generation+reward seconds) of the
+    second step."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -112,10 +115,20 @@ def trl_round(model_dir: Path, prompts: list[str], golds: list[str], cfg: Config
     timer = Timer()
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
                           callbacks=[timer])
+    gen_times: list[float] = []
+    inner = trainer._generate_and_score_completions  # generation + reward, for the breakdown
+
+    def timed(*args, **kw):
+        t0 = time.perf_counter()
+        out = inner(*args, **kw)
+        gen_times.append(time.perf_counter() - t0)
+        return out
+
+    trainer._generate_and_score_completions = timed
     trainer.train()
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
     tokens = int(round(float(logs[-1]["completions/mean_length"]) * a.prompts * a.group))
-    return timer.times[-1], tokens
+    return timer.times[-1], tokens, gen_times[-1]
 
 
 def main() -> None:
@@ -143,7 +156,7 @@ def main() -> None:
     probs = problems(a.prompts)
     print(f"model: tiny Qwen2 hidden={a.hidden} layers={a.layers}; {a.prompts} prompts x {a.group} samples, "
           f"{a.new_tokens} new tokens, device {a.device}, torch threads {torch.get_num_threads()}")
-    ours_t, ours_tok, trl_t, trl_tok = [], [], [], []
+    ours_t, ours_tok, trl_t, trl_tok, ours_gen, trl_gen = [], [], [], [], [], []
     with make_sandbox(cfg.sandbox) as sandbox, RewardScorer(cfg.reward) as scorer:
         prompt_text: list[str] | None = None
         for r in range(a.rounds):
@@ -152,20 +165,27 @@ def main() -> None:
             sec, tok, trajs = ours.step(probs, seed=a.seed * 1000 + r + 500)
             ours_t.append(sec)
             ours_tok.append(tok)
+            ours_gen.append(ours.gen_seconds)
             if prompt_text is None:
                 by_id = {t.problem_id: t.prompt_text for t in trajs}
                 prompt_text = [by_id[p.id] for p in probs]
             del ours
-            sec, tok = trl_round(model_dir, prompt_text, [p.answer for p in probs], cfg, scorer, a)
+            sec, tok, gen = trl_round(model_dir, prompt_text, [p.answer for p in probs], cfg, scorer, a)
             trl_t.append(sec)
             trl_tok.append(tok)
-            print(f"round {r + 1}: ours {ours_t[-1]:.2f} s ({ours_tok[-1]} tokens)   "
-                  f"TRL GRPOTrainer {trl_t[-1]:.2f} s ({trl_tok[-1]} tokens)", flush=True)
+            trl_gen.append(gen)
+            print(f"round {r + 1}: ours {ours_t[-1]:.2f} s (generate+reward {ours_gen[-1]:.2f} s, {ours_tok[-1]} "
+                  f"tokens)   TRL GRPOTrainer {trl_t[-1]:.2f} s (generate+reward {trl_gen[-1]:.2f} s, "
+                  f"{trl_tok[-1]} tokens)", flush=True)
     mo, mt = statistics.median(ours_t), statistics.median(trl_t)
     tps_o = statistics.median([k / s for k, s in zip(ours_tok, ours_t)])
     tps_t = statistics.median([k / s for k, s in zip(trl_tok, trl_t)])
     print(f"median step: ours {mo:.2f} s, TRL {mt:.2f} s  → speed-up {mt / mo:.2f}x (target >= 1.5x)")
     print(f"sampled tokens/s per step: ours {tps_o:.0f}, TRL {tps_t:.0f}  → {tps_o / tps_t:.2f}x")
+    up_o = statistics.median([s - g for s, g in zip(ours_t, ours_gen)])
+    up_t = statistics.median([s - g for s, g in zip(trl_t, trl_gen)])
+    print(f"median generate+reward: ours {statistics.median(ours_gen):.2f} s, TRL {statistics.median(trl_gen):.2f} s;"
+          f" median update (+ weight sync for ours): ours {up_o:.2f} s, TRL {up_t:.2f} s  → {up_t / up_o:.2f}x")
 
 
 if __name__ == "__main__":
