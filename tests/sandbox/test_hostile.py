@@ -12,6 +12,8 @@ import pytest
 
 from tests.sandbox.conftest import SECRET
 
+pytestmark = pytest.mark.timeout(180)  # a hang becomes a failure with a traceback
+
 
 def no_infra(r):
     return r.status != "sandbox_error"

@@ -107,6 +107,8 @@ class LoadReport:
     by_status: dict
     seconds: float
     leaked_before_after: tuple
+    examples: list = field(default_factory=list)
+    """Up to 5 mismatched requests with their results (for diagnosis)."""
 
 
 def load_test(sb, n: int = 2000, hostile_share: float = 0.12, concurrency: int = 8, seed: int = 0,
@@ -136,6 +138,7 @@ def load_test(sb, n: int = 2000, hostile_share: float = 0.12, concurrency: int =
         nonce, code, hostile = item
         return item, sb.run(code, timeout_s=timeout_s)
 
+    examples: list = []
     pattern = re.compile(rf"{seed}-\d+-[0-9a-f]{{12}}")
     with ThreadPoolExecutor(concurrency) as ex:
         for (nonce, code, hostile), r in ex.map(one, plan):
@@ -147,7 +150,10 @@ def load_test(sb, n: int = 2000, hostile_share: float = 0.12, concurrency: int =
             # Benign: ok and exactly its own nonce. Hostile: any outcome, but never another request's output.
             if (not hostile and (r.status != "ok" or seen != {nonce})) or (hostile and seen):
                 mismatched += 1
+                if len(examples) < 5:
+                    examples.append({"nonce": nonce, "hostile": hostile, "code": code[:200], "result": r.to_dict()})
     seconds = time.monotonic() - t0
     after = idle_baseline(sb, settle_s=1.0)
     return LoadReport(requests=n, hostile=sum(h for _, _, h in plan), lost=lost, mismatched=mismatched,
-                      by_status=by_status, seconds=seconds, leaked_before_after=(before, after))
+                      by_status=by_status, seconds=seconds, leaked_before_after=(before, after),
+                      examples=examples)

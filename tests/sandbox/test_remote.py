@@ -1,0 +1,127 @@
+"""The HTTP service and its client (loopback only), and the `zerotir sandbox exec` command."""
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import pytest
+
+from zerotir.config import SandboxConfig
+from zerotir.sandbox import make_sandbox
+from zerotir.sandbox.remote import RemoteSandbox, make_app
+
+pytestmark = pytest.mark.timeout(180)  # a hang becomes a failure with a traceback
+
+TOKEN = "t0k3n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(sb):
+    """The shared pool served on a loopback port from a background thread."""
+    from aiohttp import web
+
+    port = _free_port()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder = {}
+
+    async def start():
+        runner = web.AppRunner(make_app(sb, token=TOKEN))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        holder["runner"] = runner
+        ready.set()
+
+    t = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
+    t.start()
+    assert ready.wait(10)
+    yield f"http://127.0.0.1:{port}"
+    asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    t.join(5)
+
+
+def test_remote_same_interface(server):
+    cfg = SandboxConfig(backend="remote", url=server, token=TOKEN, timeout_s=1.0)
+    with make_sandbox(cfg) as rs:
+        assert isinstance(rs, RemoteSandbox)
+        r = rs.run("print(1+1)")
+        assert (r.status, r.stdout) == ("ok", "2\n")
+        assert rs.run("while True: pass", timeout_s=0.3).status == "timeout"
+        with rs.session() as s:
+            s.run("x = 20")
+            assert s.run("print(x + 1)").stdout == "21\n"
+            with s.fork() as f:
+                f.run("x = 0")
+                assert f.run("print(x)").stdout == "0\n"
+            assert s.run("print(x)").stdout == "20\n"
+        assert rs.health()["ok"]
+
+
+def test_remote_async_bounded_concurrency(server):
+    with RemoteSandbox(server, token=TOKEN, concurrency=4) as rs:
+        async def main():
+            return await asyncio.gather(*(rs.arun(f"print({i})") for i in range(30)))
+
+        rs_out = asyncio.run(main())
+        assert [r.stdout for r in rs_out] == [f"{i}\n" for i in range(30)]
+
+
+def _post(url, payload, token=TOKEN):
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {token}"} if token else {})})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+def test_batch_endpoint_keeps_order_and_ids(server):
+    st, d = _post(server + "/v1/batch", {"requests": [{"code": f"print({i})", "id": f"r{i}"} for i in range(5)]})
+    assert st == 200
+    assert [(x["id"], x["stdout"]) for x in d["results"]] == [(f"r{i}", f"{i}\n") for i in range(5)]
+
+
+def test_token_required_and_bad_input_rejected(server):
+    with pytest.raises(urllib.error.HTTPError) as e:
+        _post(server + "/v1/exec", {"code": "print(1)"}, token="wrong")
+    assert e.value.code == 401
+    with pytest.raises(urllib.error.HTTPError) as e:
+        _post(server + "/v1/exec", {"code": 5})
+    assert e.value.code == 400
+    with RemoteSandbox(server, token="wrong", retries=1) as rs:
+        r = rs.run("print(1)")
+        assert r.status == "sandbox_error" and "401" in r.stderr
+
+
+def test_health_and_metrics(server):
+    with urllib.request.urlopen(server + "/health", timeout=10) as resp:
+        assert json.loads(resp.read())["ok"] is True
+    req = urllib.request.Request(server + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+    assert 'zerotir_sandbox_executions_total{status="ok"}' in text
+
+
+def test_unreachable_server_is_sandbox_error_after_retries():
+    with RemoteSandbox(f"http://127.0.0.1:{_free_port()}", retries=2) as rs:
+        r = rs.run("print(1)")
+    assert r.status == "sandbox_error" and "remote call failed" in r.stderr
+
+
+def test_exec_command_prints_json():
+    p = subprocess.run([sys.executable, "-m", "zerotir.cli", "sandbox", "exec", "--timeout-s", "2"],
+                       input="print(sum(range(10)))", capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["status"] == "ok" and d["stdout"] == "45\n"
