@@ -20,14 +20,16 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	@touch $(STAMP)
 
-# The sandbox's isolation layer (bubblewrap). Installed when we are root; otherwise say what is missing.
+# The sandbox's isolation layers: bubblewrap (namespaces, read-only system view) and libseccomp (syscall filter,
+# used through pyseccomp). Installed when we are root and they are missing; otherwise say what is missing.
+SANDBOX_APT := $(if $(shell command -v bwrap 2>/dev/null),,bubblewrap) $(if $(shell ldconfig -p 2>/dev/null | grep -q libseccomp.so.2 && echo y),,libseccomp2)
 system-deps:
-	@if command -v bwrap >/dev/null 2>&1; then :; \
+	@if [ -z "$(strip $(SANDBOX_APT))" ]; then :; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "zerotir: installing bubblewrap (sandbox isolation)"; \
-	  (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1)) \
-	  || echo "zerotir: could not install bubblewrap; the sandbox will refuse isolation='full' until it is present"; \
-	else echo "zerotir: bubblewrap (bwrap) is missing. Install it (e.g. 'sudo apt-get install bubblewrap') for the isolated sandbox."; fi
+	  echo "zerotir: installing $(strip $(SANDBOX_APT)) (sandbox isolation)"; \
+	  (apt-get install -y -qq $(SANDBOX_APT) >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(SANDBOX_APT) >/dev/null 2>&1)) \
+	  || echo "zerotir: could not install $(strip $(SANDBOX_APT)); the sandbox will refuse isolation='full' until present"; \
+	else echo "zerotir: missing $(strip $(SANDBOX_APT)) for the isolated sandbox. Install (e.g. 'sudo apt-get install $(strip $(SANDBOX_APT))'); isolation='full' also needs root."; fi
 
 demo: setup
 	$(VENV)/bin/zerotir demo

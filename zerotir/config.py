@@ -114,6 +114,12 @@ class SandboxConfig:
     """Captured stdout/stderr cap per execution."""
     isolation: str = "full"
     """'full' (namespaces + unprivileged uid + seccomp; refuses to start if a layer is missing), 'rlimits', or 'none'."""
+    max_concurrency: int = 0
+    """Executions running at once in the local pool (0 = `workers`); more callers queue (queueing is not timed)."""
+    remote_concurrency: int = 64
+    """Most requests in flight from one client to the remote service."""
+    remote_retries: int = 2
+    """Retries of a stateless remote call that came back 'sandbox_error' (session calls are never retried)."""
 
 
 @dataclass
