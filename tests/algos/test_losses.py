@@ -112,7 +112,7 @@ def test_value_loss_hand():
     loss.backward()
     # both tokens take the clipped branch: its gradient w.r.t. v is 0 (clamp saturated)
     torch.testing.assert_close(v.grad, T([[0.0, 0.0, 0.0]]))
-    assert float(value_loss(v, old, ret, mask, clip=0.0)) == pytest.approx((0.5 * 1 + 0.0) / 2)
+    assert float(value_loss(v, old, ret, mask, clip=0.0).detach()) == pytest.approx((0.5 * 1 + 0.0) / 2)
 
 
 # ------------------------------------------------------------------------------------ naive reference loops

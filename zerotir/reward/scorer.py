@@ -47,12 +47,15 @@ def _mean(xs: list[float]) -> float:
 
 
 class RewardScorer:
-    """Owns a Verifier (worker processes); use as a context manager or call close()."""
+    """Owns a Verifier (worker processes); use as a context manager or call close().
+
+    A `verifier` passed in is borrowed: the scorer uses it but leaves closing it to its owner."""
 
     def __init__(self, cfg: Any, verifier: Verifier | None = None):
         if cfg.answer_format not in ANSWER_FORMATS:
             raise ValueError(f"reward.answer_format={cfg.answer_format!r}: expected one of {ANSWER_FORMATS}")
         self.cfg = cfg
+        self._owns_verifier = verifier is None
         self.verifier = verifier or Verifier(workers=cfg.verify_workers, timeout_s=cfg.verify_timeout_s,
                                              memory_mb=cfg.verify_memory_mb,
                                              max_answer_chars=cfg.verify_max_answer_chars)
@@ -65,7 +68,8 @@ class RewardScorer:
         self.close()
 
     def close(self) -> None:
-        self.verifier.close()
+        if self._owns_verifier:
+            self.verifier.close()
 
     def score(self, trajectories: list, max_total_tokens: int) -> dict[str, float]:
         """Score `trajectories` in place (answer, correct, reward, reward_components); return reward/* metrics:

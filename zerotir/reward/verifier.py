@@ -7,7 +7,7 @@
 Why processes: sympy can spend minutes (or unbounded memory) inside one C-level operation — 10^{10^{10}}, a
 10,000-deep fraction, a huge matrix — where no signal or thread timeout can interrupt it. Each item runs in a
 worker process (`python -m zerotir.reward.verify_worker`, JSON lines over pipes) with a wall-clock deadline; a
-worker past its deadline is SIGKILLed and replaced, and the item scores wrong with timed_out=True. A worker that
+worker past its deadline (CPU time, see `Verifier`) is SIGKILLed and replaced, and the item scores wrong with timed_out=True. A worker that
 crashes (segfault on deep recursion, out of memory under its address-space limit) is replaced the same way, with
 `error` set. One warm spare is kept so a replacement is ready at once (a fresh one needs ~0.5 s to import
 math-verify). Workers are plain subprocesses, not multiprocessing children: nothing is forked from a trainer
@@ -57,6 +57,12 @@ class VerifyResult:
 # --------------------------------------------------------------------------------------------- parent side
 
 
+try:
+    _CLK_TCK = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+    _CLK_TCK = 100
+
+
 class _Worker:
     """One verifier subprocess. `ready` turns True when it has imported math-verify and said so."""
 
@@ -70,6 +76,17 @@ class _Worker:
         self.ready = False
         self.item: int | None = None
         self.deadline = 0.0
+        self.sent_at = 0.0
+        self.cpu_at_send: float | None = None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the worker has used so far, from /proc; None where unavailable."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        except (OSError, ValueError, IndexError):
+            return None
 
     def fileno(self) -> int:
         return self.fd
@@ -111,12 +128,17 @@ class Verifier:
     Use as a context manager (or call close()). Not thread-safe: one caller at a time. Results are cached per
     (pred, gold) pair (`cache_size` most recent), so a repeated hostile answer costs its timeout only once.
     `memory_mb` is each worker's address-space limit (a huge expression fails there instead of swapping).
+    The limit `timeout_s` is CPU time of the worker (read from /proc; wall time where that is unavailable), capped
+    at `wall_factor` x timeout_s of wall time: on an idle machine a hostile item returns in ~timeout_s, and on a
+    machine shared by many processes a legitimate item is not failed for want of CPU.
     """
 
     def __init__(self, workers: int = 2, timeout_s: float = 1.0, *, memory_mb: int = 2048,
-                 max_answer_chars: int = 1000, cache_size: int = 100_000, spare: bool = True):
+                 max_answer_chars: int = 1000, cache_size: int = 100_000, spare: bool = True,
+                 wall_factor: float = 2.0):
         self.n_workers = max(1, int(workers))
         self.timeout_s = float(timeout_s)
+        self.wall_factor = max(1.0, float(wall_factor))
         self.memory_mb = memory_mb
         self.max_answer_chars = max_answer_chars
         self.cache_size = cache_size
@@ -188,6 +210,19 @@ class Verifier:
         if self.spare and not self._spares:
             self._spares.append(_Worker(self.memory_mb))
 
+    def _extend(self, w: _Worker) -> bool:
+        """On a loaded machine a worker may have had little CPU by its wall deadline: the limit is CPU time, so
+        give it the CPU time it has not had yet (up to `wall_factor` x timeout_s of wall time). True if extended."""
+        now = time.monotonic()
+        cpu = w.cpu_seconds()
+        if cpu is None or w.cpu_at_send is None or now - w.sent_at >= self.wall_factor * self.timeout_s:
+            return False
+        used = cpu - w.cpu_at_send
+        if used >= 0.95 * self.timeout_s:
+            return False
+        w.deadline = min(now + max(0.05, self.timeout_s - used), w.sent_at + self.wall_factor * self.timeout_s)
+        return True
+
     # ---- verification
     def verify_many(self, pairs: list[tuple[str, str]]) -> list[VerifyResult]:
         """Verify each (pred, gold) pair; one VerifyResult per pair, in order. Never raises."""
@@ -233,8 +268,10 @@ class Verifier:
                 if w.ready and w.item is None and queue:
                     k = queue.popleft()
                     try:
+                        w.cpu_at_send = w.cpu_seconds()
                         w.send(keys[k])
-                        w.item, w.deadline = k, time.monotonic() + self.timeout_s
+                        w.item, w.sent_at = k, time.monotonic()
+                        w.deadline = w.sent_at + self.timeout_s
                     except (OSError, ValueError):  # dead worker: replace it, retry the item once
                         tries[k] += 1
                         if tries[k] < 2:
@@ -267,7 +304,7 @@ class Verifier:
                         elif w.item is not None:
                             out[keys[w.item]] = VerifyResult(bool(msg["correct"]), False, msg.get("error"))
                             w.item = None
-                elif w.item is not None and time.monotonic() >= w.deadline:
+                elif w.item is not None and time.monotonic() >= w.deadline and not self._extend(w):
                     out[keys[w.item]] = VerifyResult(False, timed_out=True,
                                                      error=f"timed out after {self.timeout_s:g}s")
                     self.timeouts += 1

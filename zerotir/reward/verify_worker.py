@@ -12,6 +12,13 @@ import logging
 import sys
 
 
+WARMUP: tuple[tuple[str, str], ...] = (
+    ("1", "1"), ("x^2+2x+1", "(x+1)^2"), ("(1,2]", "(1, 2]"), ("\\{1,2\\}", "\\{2,1\\}"), ("50\\%", "0.5"),
+    ("\\frac{\\sqrt{3}}{2}", "0.866"), ("\\text{B}", "B"), ("x=5", "5"),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+)
+
+
 def verify_pair(pred: str, gold: str) -> bool:
     """math-verify comparison of two answer strings in THIS process (no timeout: run it in a worker)."""
     from math_verify import parse, verify
@@ -28,7 +35,8 @@ def main(argv: list[str]) -> None:
     logging.disable(logging.WARNING)   # math-verify warns that its own timeout is off: the parent enforces one
     import math_verify  # noqa: F401 — import before the memory limit and before saying ready
 
-    verify_pair("1", "1")              # warm the parser (first call builds grammar tables)
+    for pred, gold in WARMUP:          # first calls build grammar tables and import sympy submodules (~2 s)
+        verify_pair(pred, gold)
     if memory_mb > 0:
         try:
             import resource
