@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 
-def ray_train(cfg: Any, run_dir: str | None = None) -> Path:
+def ray_train(cfg: Any, run_dir: str | None = None, resume: str | bool = False) -> Path:
     """Train on Ray per `cfg` (see `zerotir.distributed.driver`); returns the run directory."""
     try:
         import ray  # noqa: F401
@@ -22,7 +22,7 @@ def ray_train(cfg: Any, run_dir: str | None = None) -> Path:
         raise SystemExit("error: train.backend=ray needs Ray: pip install 'zerotir[ray]'") from None
     from zerotir.distributed.driver import ray_train as _ray_train
 
-    return _ray_train(cfg, run_dir=run_dir)
+    return _ray_train(cfg, run_dir=run_dir, resume=resume)
 
 
 __all__ = ["ray_train"]

@@ -184,6 +184,12 @@ class LearnerWorker:
 
         return str(save_checkpoint(run_dir, step, self.learner, state, keep=keep))
 
+    def load_checkpoint(self, path: str) -> dict[str, Any]:
+        """Weights, optimizer/scheduler and RNG state from a checkpoint (either backend's); returns state.json."""
+        from zerotir.train.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, self.learner)
+
     def param_checksum(self) -> float:
         """Sum of all policy parameters (tests check ranks stay identical)."""
         return float(sum(p.detach().double().sum() for p in self.learner.policy.parameters()))

@@ -119,14 +119,15 @@ class Topology:
             remove_placement_group(self.pg)
 
 
-def ray_train(cfg: Config, run_dir: str | None = None) -> Path:
+def ray_train(cfg: Config, run_dir: str | None = None, resume: str | bool = False) -> Path:
     """Train per `cfg` on Ray (train.rollout_workers actors, train.learners data-parallel ranks); returns the run
-    directory, laid out exactly like the local loop's."""
+    directory, laid out exactly like the local loop's. `resume` / `run_dir` mean what they mean for
+    `zerotir.train.loop.train` (checkpoints are interchangeable between the two backends)."""
     import ray
 
     from zerotir.algos.filters import filter_trajectories
-    from zerotir.train.loop import (LOSS_KEYS, _cfg_dict, _filter_row, _known, resolve_run_dir, seed_everything,
-                                    validate_inputs)
+    from zerotir.train.loop import (LOSS_KEYS, _cfg_dict, _filter_row, _known, _truncate_metrics, resolve_run_dir,
+                                    seed_everything, validate_inputs)
     from zerotir.train.sinks import Sinks, write_transcripts
     from zerotir.train.stats import PromptSampler, mean_stats, reward_metrics, rollout_metrics, staleness
 
@@ -134,7 +135,7 @@ def ray_train(cfg: Config, run_dir: str | None = None) -> Path:
     hf_view = copy.deepcopy(cfg)
     hf_view.rollout.engine = "hf"  # the local loop's input check refuses vllm; the engine is chosen by the actors
     train_set, eval_set = validate_inputs(hf_view)
-    run, _ = resolve_run_dir(cfg, False, run_dir)
+    run, ckpt = resolve_run_dir(cfg, resume, run_dir)
     seed_everything(cfg.train.seed)
     t, a = cfg.train, cfg.algo
     sampler = PromptSampler(train_set, seed=t.seed, shuffle=cfg.data.shuffle)
@@ -142,7 +143,14 @@ def ray_train(cfg: Config, run_dir: str | None = None) -> Path:
     topo = None
     try:
         topo = Topology(cfg)
-        ray.get(topo.sync_weights(0))  # engines start from the learner's exact weights, version 0
+        start = 0
+        if ckpt is not None:  # every rank loads weights + optimizer state; the driver restores the data cursor
+            state = ray.get([lw.load_checkpoint.remote(str(ckpt)) for lw in topo.learners])[0]
+            sampler.restore(state["data_cursor"])
+            start = int(state["step"])
+            log.info("resumed from %s (step %d)", ckpt, start)
+        _truncate_metrics(run / "metrics.jsonl", start)
+        ray.get(topo.sync_weights(start))  # engines start from the learner's exact weights
         n_roll = len(topo.workers)
         log.info("ray: %d rollout workers, %d learners, %s mode; run dir %s", n_roll, len(topo.learners),
                  "async" if t.async_rollout else "sync", run)
@@ -152,15 +160,23 @@ def ray_train(cfg: Config, run_dir: str | None = None) -> Path:
                     for i, (off, part) in enumerate(shard(problems, n_roll))]
             return RayHandle(step, refs)
 
+        cursors: dict[int, dict[str, int]] = {}  # data cursor before each step's prompts were taken
+        step_problems: dict[int, list] = {}       # a step re-launched (its batch was too stale) keeps its prompts
+
         def launch(step: int) -> RayHandle:  # prompts are taken in step order, so sync and async see the same ones
-            return launch_problems(step, sampler.take(t.prompts_per_step), 0, t.seed * 1_000_003 + step * 101)
+            if step not in step_problems:
+                cursors[step] = dict(sampler.cursor)
+                step_problems[step] = sampler.take(t.prompts_per_step)
+            return launch_problems(step, step_problems[step], 0, t.seed * 1_000_003 + step * 101)
 
         pipe = RolloutPipeline(launch, max_staleness=t.max_staleness, async_mode=t.async_rollout)
+        pipe.start(start + 1)
         writer = MetricsWriter(run)
         with Sinks(run, cfg.logging, _cfg_dict(cfg)) as sinks:
-            for step in range(1, t.steps + 1):
+            for step in range(start + 1, t.steps + 1):
                 t0 = time.perf_counter()
                 batch = pipe.get(step, version=step - 1, last_step=t.steps)
+                step_problems.pop(step, None)
                 trajs, scored = batch.trajectories, dict(batch.metrics)
                 kept, fstats = filter_trajectories(trajs, a)
                 for refill in range(1, 4 if a.dynamic_sampling else 1):
@@ -202,7 +218,9 @@ def ray_train(cfg: Config, run_dir: str | None = None) -> Path:
                 if t.transcripts_every and (step % t.transcripts_every == 0 or step == 1):
                     write_transcripts(run, step, trajs)
                 if (t.save_every and step % t.save_every == 0) or is_last:
-                    ray.get(topo.learners[0].save_checkpoint.remote(str(run), step, {"data_cursor": sampler.cursor},
+                    # the cursor before any prompts of a step launched ahead (async), so a resume re-takes them
+                    cursor = cursors.get(step + 1, sampler.cursor)
+                    ray.get(topo.learners[0].save_checkpoint.remote(str(run), step, {"data_cursor": cursor},
                                                                     t.keep_checkpoints))
         pipe.drain()
         if pipe.dropped_batches:
