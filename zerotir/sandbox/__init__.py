@@ -1,4 +1,62 @@
-"""zerotir.sandbox: run untrusted Python fast, isolated and statefully (placeholder docstring, expanded below)."""
+"""zerotir.sandbox: run the model's untrusted Python fast, isolated and (optionally) statefully.
+
+    from zerotir.sandbox import Sandbox
+    with Sandbox(workers=4, timeout_s=2.0, memory_mb=512, max_output_bytes=65536) as sb:   # isolation="full"
+        r = sb.run("print(1+1)")                  # ExecResult(status='ok', stdout='2\\n', ...)
+        r = await sb.arun(code)                   # from any event loop
+        with sb.session() as s:                   # one per trajectory: variables persist between calls
+            s.run("x = 21"); s.run("print(x * 2)")
+            branch = s.fork()                     # copy-on-write clone of the live state
+
+`make_sandbox(cfg.sandbox)` returns this local pool or `RemoteSandbox` (HTTP client of `zerotir sandbox serve`),
+with the same interface. Calls never raise for anything the code does: the result's `status` is ok | error (exception
+or non-zero exit) | timeout | oom (MemoryError) | killed (a signal) | sandbox_error (the infrastructure failed, never
+the code's fault). A pool is safe to use from many threads and many asyncio tasks at once.
+
+How it runs. Each worker is a warm "zygote" Python that has imported math, fractions, itertools, numpy, sympy, scipy
+(and warmed sympy once). A stateless call takes a pre-forked context from a worker, forks the cell from it, and
+throws the context away afterwards; a session keeps its context, forks one process per cell and keeps it if the cell
+finishes (so a cell that times out or crashes is rolled back to the state before it). A fresh interpreter per call
+costs ~0.45 s with sympy; a warm fork costs a few ms.
+
+What isolation='full' (the default) protects against, and how (each layer is checked at start; a missing one makes
+the sandbox refuse to start, naming it, unless the user picks a weaker level, which logs a warning):
+  * Reading host files: the worker runs in bubblewrap with a new mount namespace holding only read-only /usr, /etc,
+    the interpreter's prefix and venv (not the project tree, not /root, not /home); /etc/shadow is masked.
+  * Writing anywhere: everything is read-only except a private tmpfs /tmp and /dev/shm (64 MB, 4096 inodes) per
+    context, gone with it; RLIMIT_FSIZE caps single files.
+  * Host secrets: the environment is cleared; the code cannot see any host process (own pid namespace) or its
+    /proc entries, environment or memory.
+  * Network: a network namespace with only a loopback device of its own (host services on 127.0.0.1, the sandbox
+    server included, and host abstract unix sockets are unreachable); seccomp also refuses non-unix sockets.
+  * Privilege: each context runs under its own unprivileged uid (random per-worker uid block, one uid per context),
+    with no capabilities, no_new_privs, non-dumpable (no ptrace, no /proc/pid/mem), and a seccomp filter denying
+    ptrace, process_vm_*, mount, unshare/setns and namespace clone flags, bpf, perf, keyctl, io_uring, module and
+    reboot calls, and more.
+  * Resource exhaustion: RLIMIT_AS (memory_mb on top of the warm interpreter), RLIMIT_CPU, RLIMIT_NPROC (per uid,
+    so fork and thread bombs stop at 64 tasks), RLIMIT_NOFILE; a wall-clock deadline enforced by the parent
+    (SIGKILL at the deadline, result within ~0.1 s, partial output kept); stdout and stderr capped per stream.
+  * Leftovers: every context is the init of its own pid namespace; killing it kills every process the code started
+    (daemons, setsid'd grandchildren). Nothing outlives a stateless call; nothing outlives a session.
+  * State leaking between calls/trajectories: stateless calls fork from the pristine zygote; sessions are separate
+    namespaces and uids from each other.
+  * Infrastructure crashes: a worker that dies is replaced by a warm spare at once (a new spare boots behind it);
+    calls in flight on it return sandbox_error; a session whose kernel was lost restarts fresh and says so.
+
+What it does NOT protect against:
+  * Kernel exploits. Namespaces + seccomp reduce the attack surface; they are not a VM. Use a VM/gVisor boundary
+    for adversaries that may hold kernel 0-days.
+  * CPU and memory contention: executions share the machine's cores and RAM (no cgroup quotas); limits are per
+    process (AS) and per uid (NPROC), and the pool bounds concurrency.
+  * Forks of one session share its pid namespace, uid and /tmp (they are branches of one trajectory group): code in
+    one branch can kill or disturb its siblings (they then get 'killed' or a fresh kernel), never other sessions.
+  * The code can lie about itself (e.g. print a fake traceback); it cannot change another call's result.
+  * The workers' zygote runs as root inside bubblewrap (read-only view, no network, capabilities limited to
+    SETUID/SETGID/SYS_ADMIN/KILL) so that it can create namespaces and drop to per-context uids; it never runs
+    model code. isolation='full' therefore needs root (and bubblewrap, libseccomp via pyseccomp).
+  * isolation='rlimits': rlimits, a cleared environment, a private temp dir and process-group cleanup only (no
+    filesystem, network or pid isolation, no uid change). isolation='none': timeouts and output caps only.
+"""
 
 from zerotir.sandbox.pool import ISOLATION_LEVELS, Sandbox, SandboxUnavailable, Session, check_isolation
 from zerotir.types import ExecResult

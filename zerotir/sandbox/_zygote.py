@@ -390,6 +390,7 @@ class Zygote:
         self.ctrl = ctrl
         self.live = {}  # context init pid -> workdir (rlimits/none modes) or None
         self.counter = 0
+        self.own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY) if FULL else -1
 
     def next_uid(self):
         if not CFG.get("uid_base"):
@@ -405,35 +406,32 @@ class Zygote:
 
             workdir = tempfile.mkdtemp(prefix="zerotir-ctx-", dir=CFG.get("tmp_root") or None)
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        rd, wr = os.pipe()
-        c = os.fork()
-        if c == 0:  # C: enter fresh namespaces, fork the context init, report its pid, vanish
+        # The next child is pid 1 of a fresh pid namespace; switching pid_for_children back right after the fork
+        # lets the zygote do this again for the next context without an intermediate process.
+        if FULL:
+            unshare(CLONE_NEWPID)
+        try:
+            a = os.fork()
+        except OSError:
+            a = -1
+        if a == 0:  # context init A
             try:
                 self.ctrl.close()
                 parent_end.close()
-                os.close(rd)
                 if FULL:
-                    unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC)
-                a = os.fork()
-                if a == 0:
-                    os.close(wr)
-                    if not FULL:
-                        os.setsid()
-                    context_main(child_end, uid, workdir)
-                    os._exit(0)
-                os.write(wr, str(a).encode())
+                    unshare(CLONE_NEWNS | CLONE_NEWIPC)
+                else:
+                    os.setsid()
+                context_main(child_end, uid, workdir)
             finally:
-                os._exit(0)
+                os._exit(70)
+        if FULL:
+            _check(_libc.setns(ctypes.c_int(self.own_pidns), ctypes.c_int(CLONE_NEWPID)), "setns")
         child_end.close()
-        os.close(wr)
-        os.waitpid(c, 0)
-        got = os.read(rd, 32)
-        os.close(rd)
-        if not got:
+        if a < 0:
             parent_end.close()
-            send(self.ctrl, {"op": "context", "id": msg["id"], "error": "could not create the context process"})
+            send(self.ctrl, {"op": "context", "id": msg["id"], "error": "could not fork the context process"})
             return
-        a = int(got)
         pidfd = os.pidfd_open(a)
         self.live[a] = workdir
         try:
