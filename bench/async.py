@@ -68,7 +68,8 @@ def run(args, async_mode: bool) -> dict[str, float]:
         times.append(time.perf_counter() - t0)
     w.close()
     steady = times[1:] if len(times) > 1 else times         # step 1 has nothing to overlap with
-    return {"step_s": statistics.mean(steady), "staleness_mean": statistics.mean(x["rollout/staleness_mean"] for x in lags),
+    return {"step_s": statistics.mean(steady),
+            "staleness_mean": statistics.mean(x["rollout/staleness_mean"] for x in lags),
             "staleness_max": max(x["rollout/staleness_max"] for x in lags), "dropped": pipe.dropped_batches}
 
 
@@ -89,9 +90,9 @@ def main() -> None:
     asyn = run(args, async_mode=True)
     print(f"simulated rollout ≈ {roll_s:.2f} s/step, learner = {args.learn_s:.2f} s/step, {args.steps} steps "
           f"(step 1 excluded from the means)")
-    print(f"sync : {sync['step_s']:.3f} s/step  staleness mean {sync['staleness_mean']:.2f} max {sync['staleness_max']:.0f}")
-    print(f"async: {asyn['step_s']:.3f} s/step  staleness mean {asyn['staleness_mean']:.2f} max {asyn['staleness_max']:.0f}"
-          f"  (max_staleness {args.max_staleness}, dropped batches {asyn['dropped']})")
+    for name, r in (("sync ", sync), ("async", asyn)):
+        print(f"{name}: {r['step_s']:.3f} s/step  staleness mean {r['staleness_mean']:.2f} max {r['staleness_max']:.0f}"
+              f"  dropped batches {r['dropped']}")
     ideal = (roll_s + args.learn_s) / max(roll_s, args.learn_s)
     print(f"speed-up sync/async: {sync['step_s'] / asyn['step_s']:.2f}x  (ideal overlap {ideal:.2f}x)")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 
 from zerotir.config import Config
 from zerotir.types import Segment, Trajectory, collate
