@@ -65,10 +65,26 @@ def policy_weights(d: Path) -> dict:
     return out
 
 
-def test_three_steps_change_parameters_and_log_every_metric(tiny_model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def tool_model_dir(tmp_path_factory):
+    """The tiny model taught the tool format by the rollout stage's fixture (writes python blocks, ends with EOS)."""
+    from zerotir.rollout.fixtures import make_tool_model
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return make_tool_model(tmp_path_factory.mktemp("tool-model"), steps=100)
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_three_steps_change_parameters_and_log_every_metric(tool_model_dir, tmp_path):
+    """3 steps of the loop on a tiny model that writes code, with the real sandbox, verifier and algos."""
     from zerotir.train.loop import train
 
-    cfg = small_cfg(tiny_model_dir, write_problems(tmp_path / "p.jsonl"))
+    cfg = small_cfg(tool_model_dir, write_problems(tmp_path / "p.jsonl"))
+    r = cfg.rollout
+    r.template, r.max_new_tokens_per_turn, r.max_total_tokens, r.n_samples = "toy", 40, 96, 4
     run = train(cfg, run_dir=str(tmp_path / "run"))
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -76,11 +92,22 @@ def test_three_steps_change_parameters_and_log_every_metric(tiny_model_dir, tmp_
         missing = [k for k in REQUIRED if k not in r]
         assert not missing, missing
         assert all(math.isfinite(r[k]) for k in r if k.startswith(("loss/", "optim/")))
-        assert r["rollout/num_trajectories"] == 4
+        assert r["rollout/num_trajectories"] == 8
+    # the model writes code: the real sandbox ran it and its output went back into the responses
+    assert sum(r["rollout/tool_calls_per_response"] for r in rows) > 0 and sum(r["rollout/tool_tokens"] for r in rows) > 0
+    from zerotir.types import read_trajectories
+
+    trajs = read_trajectories(run / "transcripts" / "step_000001.jsonl")
+    executed = [(t, c) for t in trajs for c in t.tool_calls if c.executed]
+    assert executed and any(c.status == "ok" for _, c in executed)
+    for t, c in executed:  # each output block sits in its own mask-0 segment of the response
+        seg = t.segments[c.output_segment]
+        assert seg.kind == "tool" and seg.end - seg.start == c.output_tokens > 0
+        assert all(m == 0 for m in t.loss_mask[seg.start:seg.end])
     assert "eval/accuracy" in rows[1] and "eval/accuracy" in rows[2] and "eval/accuracy" not in rows[0]
     assert rows[0]["loss/kl"] == pytest.approx(0.0, abs=1e-6)  # first update: policy == reference
     assert any(r["optim/grad_norm"] > 0 for r in rows)
-    before = policy_weights(Path(tiny_model_dir))
+    before = policy_weights(Path(tool_model_dir))
     after = policy_weights(run / "checkpoints" / "step_000003" / "policy")
     changed = [k for k in before if k in after and not torch.equal(before[k], after[k])]
     assert len(changed) > len(before) // 2
