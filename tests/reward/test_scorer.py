@@ -63,3 +63,9 @@ def test_hostile_response_counts_a_timeout_and_scores_zero(verifier):
 def test_bad_answer_format_is_a_clear_error():
     with pytest.raises(ValueError, match="reward.answer_format"):
         RewardScorer(RewardConfig(answer_format="json"))
+
+
+def test_empty_batch(verifier):
+    with RewardScorer(RewardConfig(), verifier=verifier) as s:
+        m = s.score([], 100)
+    assert m == {k: 0.0 for k in m} and len(m) == 6

@@ -71,3 +71,17 @@ def test_repeated_hostile_answer_is_cached(verifier):
     t0 = time.monotonic()
     (res,) = verifier.verify_many([(HOSTILE["power-tower"], "5")])
     assert res.correct is False and time.monotonic() - t0 < 0.1
+
+
+def test_workers_that_cannot_start_give_wrong_not_a_hang(monkeypatch):
+    import zerotir.reward.verifier as vmod
+
+    monkeypatch.setattr(vmod.sys, "executable", "/bin/false")    # every worker exits at once
+    v = Verifier(workers=1, timeout_s=1.0)
+    try:
+        t0 = time.monotonic()
+        res = v.verify_many([("1", "1"), ("2", "2")])
+        assert [r.correct for r in res] == [False, False] and all(r.error for r in res)
+        assert time.monotonic() - t0 < 10
+    finally:
+        v.close()

@@ -26,7 +26,9 @@ What this does NOT cover (these score wrong, or right, regardless of the intende
   * ordering conventions: math-verify may treat "3, 4" and "4, 3" as equal sets when the gold is a bare list;
   * equations/inequalities vs values follow math-verify ("x=5" matches gold "5"); several boxed answers are
     never combined — only the last box is read (see extract.py);
-  * anything math-verify cannot parse is wrong (error set when it raised).
+  * anything math-verify cannot parse is wrong (error set when it raised);
+  * answers whose comparison needs more than timeout_s of CPU are wrong: checking each of the 1,287 distinct
+    gold answers of the shared benchmarks against itself, one (a long Minerva physics expression) timed out at 1 s.
 """
 
 from __future__ import annotations
@@ -63,13 +65,18 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
     _CLK_TCK = 100
 
 
+_PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+"""Directory holding the zerotir package, so a worker imports this same code even when it is not installed."""
+
+
 class _Worker:
     """One verifier subprocess. `ready` turns True when it has imported math-verify and said so."""
 
     def __init__(self, memory_mb: int):
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "zerotir.reward.verify_worker", str(int(memory_mb))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PKG_ROOT, os.environ.get("PYTHONPATH")]))})
         self.fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
         os.set_blocking(self.fd, False)
         self.buf = b""
@@ -150,6 +157,7 @@ class Verifier:
         """Workers killed and replaced so far (timeouts and crashes)."""
         self.timeouts = 0
         """Items that hit the time limit so far."""
+        self._startup_failures = 0
 
     # ---- lifecycle
     def __enter__(self) -> "Verifier":
@@ -241,7 +249,7 @@ class Verifier:
             try:
                 decided = self._run(list(todo))
             except Exception as e:  # noqa: BLE001 — the trainer must go on: undecided items score wrong
-                log.warning("verifier failure (%s: %s); %d items scored wrong", type(e).__name__, e, len(todo))
+                log.error("verifier failure (%s: %s); %d items scored wrong", type(e).__name__, e, len(todo))
                 decided = {}
             for key, idxs in todo.items():
                 res = decided.get(key) or VerifyResult(False, error="verifier unavailable")
@@ -291,6 +299,11 @@ class Verifier:
                 if w in ready:
                     lines = w.read_lines()
                     if lines is None:  # EOF: the worker died (segfault, killed by the OS) or never started
+                        if not w.ready:
+                            self._startup_failures += 1
+                            if self._startup_failures >= 3:
+                                raise RuntimeError("verifier worker processes exit during start-up; check that "
+                                                   f"`{sys.executable} -m zerotir.reward.verify_worker 0` runs")
                         if w.item is not None:
                             out[keys[w.item]] = VerifyResult(
                                 False, error=f"verifier worker crashed (exit {w.proc.poll()})")
@@ -301,6 +314,7 @@ class Verifier:
                         msg = json.loads(line)
                         if msg.get("ready"):
                             w.ready = True
+                            self._startup_failures = 0
                         elif w.item is not None:
                             out[keys[w.item]] = VerifyResult(bool(msg["correct"]), False, msg.get("error"))
                             w.item = None
