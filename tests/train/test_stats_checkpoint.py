@@ -98,3 +98,26 @@ def test_checkpoint_roundtrip_atomic_and_pruned(tiny_model_dir, tmp_path):
 
     m, tok = load_model_and_tokenizer(latest_checkpoint(tmp_path) / "policy", "cpu")
     assert tok.pad_token_id is not None and m.config.vocab_size == a.policy.config.vocab_size
+
+
+def test_live_table_renders_rows(tmp_path, monkeypatch):
+    import io
+    import sys
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from zerotir.train.sinks import Sinks
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    cfg = SimpleNamespace(live=True, tensorboard=False, wandb=False, wandb_project="x")
+    sinks = Sinks(tmp_path, cfg)
+    assert sinks.live is not None
+    with sinks:
+        sinks.write({"step": 1, "reward/mean": 0.25, "rollout/code_ratio": 0.5, "rollout/response_tokens": 31.0,
+                     "rollout/tool_error_rate": 0.1})
+        sinks.write({"step": 2, "reward/mean": 0.5, "eval/accuracy": 0.75})
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(sinks._table())
+    text = buf.getvalue()
+    assert "0.250" in text and "0.50" in text and "31.0" in text and "0.750" in text
