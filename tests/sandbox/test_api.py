@@ -214,3 +214,23 @@ def test_weaker_levels_work_and_warn(level, caplog):
             assert s.run("print(z)").stdout == "3\n"
     finally:
         box.close()
+
+
+def test_fork_outlives_its_origin(sb, leakcheck):
+    s = sb.session()
+    s.run("k = 'kept'")
+    f = s.fork()
+    s.close()
+    assert f.run("print(k)").stdout == "kept\n"
+    f.close()
+
+
+def test_forked_process_gets_an_error_not_a_hang(sb):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=lambda: q.put(sb.run("print(1)").status))
+    p.start()
+    p.join(30)
+    assert q.get(timeout=5) == "sandbox_error"

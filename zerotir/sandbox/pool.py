@@ -717,15 +717,17 @@ class _Pool:
 
     def release(self, kern: _Kernel) -> None:
         """Close a session's kernel; the context dies with its last session."""
-        if kern.chan is not kern.ctx.chan:
-            try:
-                kern.chan.send({"op": "close"})
-            except OSError:
-                pass
-            kern.chan.close()
         kern.ctx.refs -= 1
         if kern.ctx.refs <= 0:
             kern.ctx.destroy()
+            if kern.chan is not kern.ctx.chan:
+                kern.chan.close()
+            return
+        try:  # forks still use the namespace: end only this kernel process
+            kern.chan.send({"op": "close"})
+        except OSError:
+            pass
+        kern.chan.close()
 
     async def health(self) -> dict:
         live = [w for w in self.workers if w is not None and w.alive]
@@ -792,6 +794,7 @@ class Sandbox:
                           max_output_bytes=max_output_bytes, isolation=isolation, prewarm=prewarm, nproc=nproc,
                           fsize_mb=fsize_mb, tmpfs_mb=tmpfs_mb, max_concurrency=max_concurrency,
                           start_timeout_s=start_timeout_s, spares=spares)
+        self._pid = os.getpid()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="zerotir-sandbox", daemon=True)
         self._thread.start()
@@ -813,6 +816,9 @@ class Sandbox:
         if self._closed:
             coro.close()
             raise RuntimeError("sandbox is closed")
+        if os.getpid() != self._pid:  # a forked copy has no loop thread: fail now instead of waiting forever
+            coro.close()
+            raise RuntimeError("this Sandbox was created before a fork; create one in the child process")
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def _call(self, coro) -> Any:
@@ -955,11 +961,10 @@ class Session:
         pool = self._sb._pool
 
         async def _fork():
-            async with st.lock:
+            async with st.lock:  # the clone sees the state after this session's preceding call
                 if st.kernel is None or st.kernel.dead:
                     return None
-                k = st.kernel
-            return await pool.fork_kernel(k)  # type: ignore[union-attr]
+                return await pool.fork_kernel(st.kernel)  # type: ignore[union-attr]
 
         try:
             k = self._sb._call(_fork())
