@@ -200,7 +200,7 @@ def setup_context(uid, workdir):
     if LIMITS:
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         mem = _vm_size_bytes() + int(CFG["memory_mb"]) * 1024 * 1024
-        cpu = int(CFG["timeout_s"]) + 2
+        cpu = max(int(CFG["timeout_s"]), 600) + 2  # hard cap; each cell lowers its soft limit to its own timeout
         for res, val in ((resource.RLIMIT_AS, mem), (resource.RLIMIT_CPU, cpu),
                          (resource.RLIMIT_FSIZE, int(CFG["fsize_mb"]) * 1024 * 1024),
                          (resource.RLIMIT_NOFILE, 256), (resource.RLIMIT_CORE, 0)):
@@ -245,6 +245,12 @@ def run_cell(sock, ns, msg, out_fd, err_fd, ok_fd):
                                   write_through=True)
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
     sys.argv = ["<cell>"]
+    if LIMITS and msg.get("timeout_s"):  # CPU-time backstop behind the parent's wall clock (fork reset the count)
+        import resource
+
+        hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+        soft = int(msg["timeout_s"]) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (soft if hard < 0 else min(soft, hard), hard))
     exit_code, oom = 0, False
     try:
         code = compile(msg["code"], "<cell>", "exec")

@@ -564,7 +564,8 @@ class _Pool:
         deadline = t0 + timeout_s
         try:
             try:
-                kern.chan.send({"op": "run", "cell": cell, "code": code, "last": last}, (out_w, err_w))
+                kern.chan.send({"op": "run", "cell": cell, "code": code, "last": last, "timeout_s": timeout_s},
+                               (out_w, err_w))
             except OSError as e:
                 kern.dead = True
                 note = f"sandbox: kernel unreachable ({e.strerror})"
