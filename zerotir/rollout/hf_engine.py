@@ -128,7 +128,8 @@ class HFEngine:
     """Engine over an HF causal LM. `max_batch` rows decode together; extra requests wait in FIFO order.
 
     seed: the engine RNG, which seeds each request that has no `params.seed` (deterministic for a fixed request
-    order). `max_parked`: paused requests whose caches are kept for their continuation (LRU).
+    order). `max_parked`: paused requests whose caches are kept for their continuation (LRU; default 2×max_batch).
+    Waiting continuations of parked requests are admitted before new requests.
     """
 
     def __init__(self, model: Any, tokenizer: Any, max_batch: int = 64, device: str | None = None, seed: int = 0,
@@ -146,7 +147,7 @@ class HFEngine:
             raise ValueError("HFEngine: the tokenizer/model has no EOS token id")
         self.eos_token_id = int(eos)
         self.max_batch = max_batch
-        self.max_parked = max_batch if max_parked is None else max_parked
+        self.max_parked = 2 * max_batch if max_parked is None else max_parked
         self._rng = random.Random(seed)
         self._version = 0
         self._base = model.base_model
@@ -164,7 +165,10 @@ class HFEngine:
             raise ValueError(f"request {request.request_id}: empty context")
         if request.params.max_new_tokens < 1:
             raise ValueError(f"request {request.request_id}: max_new_tokens must be >= 1")
-        self._waiting.append(request)
+        if getattr(request, "prefix_of", None) in self._parked:
+            self._waiting.appendleft(request)  # a continuation first: its cache is parked and its trajectory nearer done
+        else:
+            self._waiting.append(request)
 
     def has_unfinished(self) -> bool:
         return bool(self._rows or self._waiting)
