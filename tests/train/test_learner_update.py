@@ -102,3 +102,19 @@ def test_gae_critic_values_and_update(tiny_model_dir, tiny_batch):
     stats = learner.update(batch)
     assert stats["loss/value"] > 0
     assert any(not torch.equal(p, before[n]) for n, p in learner.critic.named_parameters())
+
+
+def test_grad_sync_hook_sees_gradients_before_clipping(tiny_model_dir, tiny_batch):
+    _, batch = tiny_batch
+    cfg = tiny_cfg(tiny_model_dir, optim__grad_clip=1e-3)
+    learner = Learner(cfg)
+    seen = []
+
+    def sync(params):  # a data-parallel all-reduce would go here; doubling shows the update uses what it leaves
+        seen.append(float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))))
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(2.0)
+
+    stats = learner.update(batch, grad_sync=sync)
+    assert len(seen) == 1 and stats["optim/grad_norm"] == pytest.approx(2 * seen[0], rel=1e-5)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -227,7 +227,7 @@ class Learner:
             logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, **kw).logits
         return logits[:, -(r + 1):-1]
 
-    def _micro_batches(self, batch: TrainBatch) -> list[TrainBatch]:
+    def _micro_batches(self, batch: TrainBatch) -> tuple[list[TrainBatch], list[list[int]]]:
         plens = batch.prompt_mask.sum(1).tolist()
         rlens = batch.response_mask.sum(1).tolist()
         groups = plan_micro_batches(plens, rlens, self.cfg.train.micro_batch_tokens)
@@ -273,9 +273,13 @@ class Learner:
         return self._per_row(batch, self._values).cpu()
 
     # ------------------------------------------------------------------------------------------------- update
-    def update(self, batch: TrainBatch) -> dict[str, float]:
+    def update(self, batch: TrainBatch, grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None
+               ) -> dict[str, float]:
         """One optimizer step on `batch` (advantages filled in), accumulated over micro-batches.
-        Returns loss/* and optim/* metrics."""
+        Returns loss/* and optim/* metrics.
+
+        grad_sync: called with the policy's (then the critic's) trainable parameters after the last backward and
+        before clipping — where data-parallel ranks all-reduce their gradients."""
         from zerotir.algos.losses import aggregate, entropy_from_logits, kl_estimate, policy_loss, value_loss
 
         a = self.cfg.algo
@@ -326,6 +330,8 @@ class Learner:
             ratio_max = max(ratio_max, float(st["is_ratio_max"]))
             adv_vals.append(mb.advantages[mask.bool()])
         params = [p for p in self.policy.parameters() if p.requires_grad]
+        if grad_sync is not None:
+            grad_sync(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0
                                                    else float("inf"))
         sums["optim/lr"] = self.scheduler.get_last_lr()[0]
@@ -333,6 +339,8 @@ class Learner:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.critic is not None:
+            if grad_sync is not None:
+                grad_sync(list(self.critic.parameters()))
             torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.optim.grad_clip
                                            if self.cfg.optim.grad_clip > 0 else float("inf"))
             self.critic_optimizer.step()
