@@ -30,7 +30,24 @@ def verify_pair(pred: str, gold: str) -> bool:
     return bool(verify(g, p, timeout_seconds=None))
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGKILLed when the parent dies, even mid-computation (a SIGKILLed trainer must not leave a worker
+    grinding through 10^{10^{10}}). Elsewhere the worker still exits at EOF on stdin once it is idle."""
+    try:
+        import ctypes
+        import os
+        import signal
+
+        parent = os.getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))   # PR_SET_PDEATHSIG
+        if os.getppid() != parent:   # the parent died before the call took effect
+            os._exit(0)
+    except Exception:  # noqa: BLE001 — best effort
+        pass
+
+
 def main(argv: list[str]) -> None:
+    _die_with_parent()
     memory_mb = int(argv[0]) if argv else 0
     logging.disable(logging.WARNING)   # math-verify warns that its own timeout is off: the parent enforces one
     import math_verify  # noqa: F401 — import before the memory limit and before saying ready
