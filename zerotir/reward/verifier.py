@@ -6,13 +6,14 @@
 
 Why processes: sympy can spend minutes (or unbounded memory) inside one C-level operation — 10^{10^{10}}, a
 10,000-deep fraction, a huge matrix — where no signal or thread timeout can interrupt it. Each item runs in a
-worker process (`python -m zerotir.reward.verify_worker`, JSON lines over pipes) with a wall-clock deadline; a
-worker past its deadline (CPU time, see `Verifier`) is SIGKILLed and replaced, and the item scores wrong with timed_out=True. A worker that
-crashes (segfault on deep recursion, out of memory under its address-space limit) is replaced the same way, with
-`error` set. One warm spare is kept so a replacement is ready at once (a fresh one needs ~0.5 s to import
-math-verify). Workers are plain subprocesses, not multiprocessing children: nothing is forked from a trainer
-holding threads and GPU state, and the user's main script is never re-imported. `verify_many` never raises and
-never blocks longer than about timeout_s per item per worker.
+worker process (`python -m zerotir.reward.verify_worker`, JSON lines over pipes) under a time limit (CPU time of
+the worker, capped at wall_factor x timeout_s of wall time; see `Verifier`); a worker past it is SIGKILLed and
+replaced, and the item scores wrong with timed_out=True. A worker that crashes (segfault on deep recursion, out of
+memory under its address-space limit) is replaced the same way, with `error` set. One warm spare is kept so a
+replacement is ready at once (a fresh one needs ~0.5 s of CPU to import math-verify and warm its parser).
+Workers are plain subprocesses, not multiprocessing children: nothing is forked from a trainer holding threads
+and GPU state, the user's main script is never re-imported, and a worker dies with its parent (Linux).
+`verify_many` never raises and never blocks longer than about wall_factor x timeout_s per item per worker.
 
 Both sides are wrapped as \\boxed{...} and parsed with math-verify's LaTeX + expression extraction; then
 math-verify's `verify(gold, pred)` decides. Answers longer than `max_answer_chars` score wrong without parsing.
