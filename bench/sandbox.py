@@ -5,6 +5,8 @@
 1. Speed: p50/p99 latency (sequential calls) and exec/s (2 x workers parallel callers) for `print(1+1)` and
    `import sympy; print(sympy.factorint(2**64-1))` on the warm isolated pool, against a fresh interpreter per call
    (the baseline), and the ratio. Targets: sympy p50 <= 15 ms and >= 25x the baseline; trivial >= 100 exec/s.
+   On a shared machine wall-clock figures measure the neighbours too, so CPU per execution (all processes, via a
+   cgroup cpuacct group when writable) and the capacity it implies on 2 dedicated cores are printed as well.
 2. Load: `--load` mixed requests (~12% hostile: infinite loops, sleeps, memory/fork/thread bombs, floods, disk fill,
    daemons, segfaults, kill(-1)) from 2 x workers threads; each benign request prints a nonce that must come back
    exactly (0 lost, 0 mismatched). More rounds follow until `--total` executions, then a census: processes under
@@ -41,7 +43,9 @@ def main() -> int:
     s, t = figures["speed"]["sympy"], figures["speed"]["trivial"]
     print(f"targets: sympy p50 {s['p50_ms']:.1f} ms (<= 15: {'yes' if s['p50_ms'] <= 15 else 'NO'}), "
           f"speedup {s['speedup_p50']:.1f}x (>= 25: {'yes' if s['speedup_p50'] >= 25 else 'NO'}), "
-          f"trivial {t['exec_per_s']:.0f} exec/s (>= 100: {'yes' if t['exec_per_s'] >= 100 else 'NO'})")
+          f"trivial {t['exec_per_s']:.0f} exec/s measured (>= 100: {'yes' if t['exec_per_s'] >= 100 else 'NO'})"
+          + (f", {2000 / t['cpu_ms_per_exec']:.0f} exec/s CPU-bound capacity on 2 dedicated cores"
+             if t.get("cpu_ms_per_exec") else ""))
     ok = True
     if args.load:
         with Sandbox(workers=args.workers, timeout_s=1.0, isolation=args.isolation) as sb:
