@@ -234,3 +234,20 @@ def test_forked_process_gets_an_error_not_a_hang(sb):
     p.start()
     p.join(30)
     assert q.get(timeout=5) == "sandbox_error"
+
+
+def test_cancelled_call_stops_the_cell_and_leaks_nothing(sb, leakcheck):
+    async def main():
+        s = sb.session()
+        try:
+            await s.arun("x = 1")
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(s.arun("while True: pass", timeout_s=5), 0.3)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(sb.arun("import time; time.sleep(5)", timeout_s=5), 0.3)
+            return await s.arun("print(x)")
+        finally:
+            await asyncio.to_thread(s.close)
+
+    r = asyncio.run(main())
+    assert r.stdout == "1\n", r

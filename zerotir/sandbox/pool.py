@@ -586,6 +586,10 @@ class _Pool:
                     else:
                         status, sig, note = "killed", signal.SIGKILL, "sandbox: the session's processes were killed"
                     raise _Done
+                if msg.get("op") == "fatal":  # the context could not set itself up (no cell id: it never ran one)
+                    kern.dead = True
+                    note = f"sandbox: context setup failed: {msg.get('error')}"
+                    raise _Done
                 if msg.get("cell") != cell:  # a late message of an earlier, timed-out cell
                     for fd in fds:
                         os.close(fd)
@@ -614,10 +618,6 @@ class _Pool:
                         exit_code = os.WEXITSTATUS(st)
                         status = "ok" if exit_code == 0 else "error"
                     break
-                if op == "fatal":
-                    kern.dead = True
-                    note = f"sandbox: context setup failed: {msg.get('error')}"
-                    break
         except asyncio.TimeoutError:
             status, sig = "timeout", signal.SIGKILL
             note = f"sandbox: timed out after {timeout_s:g} s"
@@ -633,11 +633,21 @@ class _Pool:
             pass
         except Exception as e:  # noqa: BLE001 - infrastructure problem: report, never raise
             status, note = "sandbox_error", f"sandbox: {type(e).__name__}: {e}"
+        except BaseException:  # cancelled by the caller: stop the cell, release everything, re-raise
+            if cell_pidfd is not None and not last:
+                try:
+                    signal.pidfd_send_signal(cell_pidfd, signal.SIGKILL)
+                except OSError:
+                    pass
+            else:
+                kern.dead = True
+                kern.ctx.destroy()
+            out.close()
+            err.close()
+            raise
         finally:
             if cell_pidfd is not None:
                 os.close(cell_pidfd)
-        # Give the pipes a moment to deliver what the cell wrote before its report (same process, in order).
-        await asyncio.sleep(0)
         stdout, stderr = out.close(), err.close()
         if note and status != "ok":
             stderr = (stderr + ("\n" if stderr and not stderr.endswith("\n") else "") + note + "\n")
