@@ -131,15 +131,20 @@ def _gae_reset_at_tool(rewards, values, mask, gamma, lam):
     return adv
 
 
-def test_gae_reaches_tokens_before_a_tool_call_and_reset_variant_starves_them():
-    # tokens 0-1 write code, 2-3 are the tool output, 4-5 write the boxed answer; outcome 1, critic 0, γ=λ=1
+@pytest.mark.parametrize("gamma,lam", [(1.0, 1.0), (0.5, 0.5)])
+def test_gae_reaches_tokens_before_a_tool_call_and_reset_variant_starves_them(gamma, lam):
+    # tokens 0-1 write code, 2-3 are the tool output, 4-5 write the boxed answer; outcome 1, critic 0.
+    # γ=λ=1: every sampled token gets 1. γ=λ=.5 (γλ=.25 per SAMPLED step, tool tokens are not steps):
+    # A5=1, A4=.25, A1=.0625, A0=.015625.
     mask = T([[1., 1, 0, 0, 1, 1]])
     tr = outcome_token_rewards(T([1.0]), mask)
     values = torch.zeros(1, 6)
-    ours, _ = gae(token_rewards=tr, values=values, mask=mask, gamma=1.0, lam=1.0, whiten=False)
-    torch.testing.assert_close(ours, T([[1., 1, 0, 0, 1, 1]]))
-    reset = _gae_reset_at_tool(tr, values, mask, 1.0, 1.0)
-    torch.testing.assert_close(reset, T([[0., 0, 0, 0, 1, 1]]))   # the code-writing tokens get no signal
+    ours, _ = gae(token_rewards=tr, values=values, mask=mask, gamma=gamma, lam=lam, whiten=False)
+    want = [1., 1, 0, 0, 1, 1] if gamma == 1.0 else [.015625, .0625, 0, 0, .25, 1]
+    torch.testing.assert_close(ours, T([want]))
+    reset = _gae_reset_at_tool(tr, values, mask, gamma, lam)
+    torch.testing.assert_close(reset[0, :2], T([0., 0]))          # the code-writing tokens get no signal
+    torch.testing.assert_close(reset[0, 4:], T(want[4:], dtype=torch.float32))
 
 
 def test_helpers():
@@ -248,6 +253,10 @@ def random_case(seed):
     ref = -torch.rand(b, r, generator=g) * 3
     gamma = float(torch.rand(1, generator=g)) * 0.5 + 0.5
     lam = float(torch.rand(1, generator=g))
+    if seed % 4 == 1:     # the undiscounted fast paths (γ = 1, and γ = λ = 1 for GAE)
+        gamma, lam = 1.0, 1.0
+    elif seed % 4 == 2:
+        gamma = 1.0
     return mask, rewards, groups, values, old, ref, gamma, lam
 
 
