@@ -212,8 +212,13 @@ def test_weaker_levels_work_and_warn(level, caplog):
         with box.session() as s:
             s.run("z = 3")
             assert s.run("print(z)").stdout == "3\n"
+            s.run("open('left.txt', 'w').write('x')")  # its private temp dir must go with it
     finally:
         box.close()
+    import glob
+    import tempfile
+
+    assert not glob.glob(f"{tempfile.gettempdir()}/zerotir-ctx-*")
 
 
 def test_fork_outlives_its_origin(sb, leakcheck):

@@ -1,7 +1,8 @@
 """Leak census and the mixed load test (used by tests/sandbox and bench/sandbox.py).
 
 The census counts what a sandbox could leave behind on the host: processes running under the sandbox's uids or
-parented by its workers, the parent's open file descriptors, and entries in the host's /tmp and /dev/shm.
+parented by its workers, the parent's open file descriptors, and entries in the host's /tmp and /dev/shm that are
+owned by a sandbox uid or are a context's directory.
 """
 
 from __future__ import annotations
@@ -70,11 +71,27 @@ class Census:
 def take_census(sb) -> Census:
     """Snapshot of what the pool holds now. Call after the pool is idle (no call in flight)."""
     fds = len(os.listdir("/proc/self/fd"))
-    tmp = len(os.listdir("/tmp")) if os.path.isdir("/tmp") else 0
-    shm = len(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else 0
+    tmp, shm = _sandbox_entries("/tmp"), _sandbox_entries("/dev/shm")
     roots = sb.worker_pids()
     return Census(uid_procs=len(sandbox_uid_processes(roots)), worker_descendants=len(_descendants(roots)),
                   open_fds=fds, tmp_entries=tmp, shm_entries=shm)
+
+
+def _sandbox_entries(directory: str) -> int:
+    """Entries of a host directory that a sandbox could have left: owned by a sandbox uid, or a context's private
+    directory (isolation 'rlimits'/'none'). Other users' files on a shared host are not counted."""
+    n = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            st = os.lstat(os.path.join(directory, name))
+        except OSError:
+            continue
+        n += UID_MIN <= st.st_uid < UID_MAX or name.startswith("zerotir-ctx-")
+    return n
 
 
 def idle_baseline(sb, settle_s: float = 0.3) -> Census:

@@ -758,7 +758,11 @@ class _Pool:
                     w.chan.send({"op": "shutdown"})
                 except OSError:
                     pass
-        await asyncio.sleep(0.05)
+        # Let zygotes end their contexts themselves (weak modes remove their temp dirs), then make sure.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and any(
+                w is not None and w.proc is not None and w.proc.poll() is None for w in self.workers):
+            await asyncio.sleep(0.02)
         for w in self.workers + [self.spare]:
             if w is not None:
                 w.alive = False
