@@ -256,3 +256,10 @@ def test_cancelled_call_stops_the_cell_and_leaks_nothing(sb, leakcheck):
 
     r = asyncio.run(main())
     assert r.stdout == "1\n", r
+
+
+def test_ordinary_python_features_work_inside(sb, leakcheck):
+    r = sb.run("import multiprocessing as mp\ndef sq(x): return x * x\nwith mp.Pool(2) as p: print(p.map(sq, range(4)))\n"
+               "import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', 'print(5)'], capture_output=True, "
+               "text=True).stdout.strip(), __name__)", timeout_s=5)
+    assert r.stdout == "[0, 1, 4, 9]\n5 __main__\n", r

@@ -295,8 +295,13 @@ def run_cell(sock, ns, msg, out_fd, err_fd, ok_fd):
 def kernel_loop(sock, is_init):
     """Serve 'run', 'fork' and 'close' for one session (or one stateless call) until the parent hangs up."""
     import builtins
+    import types
 
-    ns = {"__name__": "__main__", "__builtins__": builtins}
+    # The code runs as a real __main__ module (pickling functions it defines works; multiprocessing works).
+    main_mod = types.ModuleType("__main__")
+    main_mod.__builtins__ = builtins
+    sys.modules["__main__"] = main_mod
+    ns = main_mod.__dict__
     while True:
         try:
             msg, fds = recv(sock)
