@@ -143,3 +143,20 @@ def test_update_weights_and_abort(tiny_model_dir):
     eng.step()
     eng.abort("x")
     assert not eng.has_unfinished()
+
+
+@pytest.mark.gpu
+def test_logprobs_match_full_forward_on_cuda(tiny_model_dir):
+    from zerotir.models import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(tiny_model_dir, "cuda")
+    eng = HFEngine(model, tok, max_batch=3, device="cuda", seed=0)
+    reqs = [GenerationRequest(f"r{i}", ctx, SamplingParams(max_new_tokens=10 + 3 * i, top_p=0.9))
+            for i, ctx in enumerate(prompts(tok, 6))]
+    for r, o in zip(reqs, eng.generate(reqs)):
+        ids = r.context_ids + o.token_ids
+        with torch.no_grad():
+            lp = model(torch.tensor([ids], device="cuda")).logits[0].float().log_softmax(-1).cpu()
+        n = len(r.context_ids)
+        want = torch.stack([lp[n - 1 + i, t] for i, t in enumerate(o.token_ids)])
+        assert torch.allclose(torch.tensor(o.raw_logprobs), want, atol=1e-3)  # TF32/kernel differences on GPU

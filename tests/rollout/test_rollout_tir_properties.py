@@ -215,12 +215,10 @@ def test_truncation_marker_by_tokens(tiny_tok, sandbox):
     assert TRUNCATION_MARKER in t.response_text
 
 
-def test_sandbox_error_is_not_shown_to_the_model(tiny_tok):
+def test_sandbox_error_is_not_shown_to_the_model(tiny_tok, sandbox):
     """A closed sandbox answers 'sandbox_error' (infrastructure); the model must never see it as its code failing."""
-    from zerotir.sandbox import Sandbox
-
     tok = tiny_tok
-    dead = Sandbox(workers=1, timeout_s=1.0, isolation="full")
+    dead = type(sandbox)(workers=1, timeout_s=1.0, isolation=sandbox.isolation)
     dead.close()
     stream = tok.encode(f"{CODE_OPEN}print(1){CODE_CLOSE} more text", add_special_tokens=False)
     for stateful in (True, False):

@@ -9,6 +9,10 @@ appended) while the others keep decoding — continuous batching:
         for out in engine.step():          # zero or more finished requests per step
             ...                            # out.token_ids, out.logprobs, out.raw_logprobs, out.finish_reason
 
+Optional extras an engine may offer (the TIR loop uses them when present): `release(request_id)` drops a paused
+request's cached state once its trajectory ends; `GenerationRequest.prefix_of` / `SamplingParams.stop_at_code_block`
+are hints/features documented on the fields.
+
 Log-prob contract: `logprobs[i]` is log p(token_i) under the distribution actually sampled from (after temperature,
 top-k, top-p renormalisation; for greedy it is the untempered log-prob); `raw_logprobs[i]` is the untempered model
 log-prob log softmax(logits)[token_i]. Both have len(token_ids) entries.

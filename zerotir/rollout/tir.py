@@ -339,6 +339,8 @@ async def arollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: Roll
         pump.close()
         if not pump_task.done():
             await pump_task
+        for rid in list(pump.futures):  # after a failure: leave no orphaned requests decoding in the engine
+            engine.abort(rid)
 
 
 def rollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConfig, *, n_samples: int,
