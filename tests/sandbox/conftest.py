@@ -33,17 +33,19 @@ def sb():
 def settled(sb, timeout_s: float = 3.0) -> dict:
     """Wait until every process under a sandbox uid is a warm, unused context init; return the final counts.
 
-    A warm context holds exactly one process (its init) and two descriptors in this process (socket, pidfd).
+    A warm context holds CONTEXT_PROCS processes (its init and kernel) and two descriptors here (socket, pidfd).
     """
     from zerotir.sandbox.census import sandbox_uid_processes
+    from zerotir.sandbox.pool import CONTEXT_PROCS
 
     deadline = time.monotonic() + timeout_s
     while True:
         h = sb.health()
         procs = len(sandbox_uid_processes(sb.worker_pids()))
         fds = len(os.listdir("/proc/self/fd"))
-        state = {"ok": h["ok"], "uid_procs": procs, "ready": h["ready_contexts"], "fds": fds}
-        if (h["ok"] and procs == h["ready_contexts"]) or time.monotonic() > deadline:
+        state = {"ok": h["ok"], "uid_procs": procs, "ready": h["ready_contexts"], "fds": fds,
+                 "expected_procs": CONTEXT_PROCS * h["ready_contexts"]}
+        if (h["ok"] and procs == state["expected_procs"]) or time.monotonic() > deadline:
             return state
         time.sleep(0.05)
 
@@ -55,6 +57,6 @@ def leakcheck(sb):
     yield
     after = settled(sb)
     assert after["ok"], f"sandbox unhealthy after the test: {sb.health()}"
-    assert after["uid_procs"] == after["ready"], f"leaked sandbox processes: {after}"
+    assert after["uid_procs"] == after["expected_procs"], f"leaked sandbox processes: {after}"
     # Each warm context holds 2 descriptors here; everything else must be back where it was.
     assert after["fds"] - 2 * after["ready"] <= before["fds"] - 2 * before["ready"], f"fd leak: {before} -> {after}"

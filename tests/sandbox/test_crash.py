@@ -48,7 +48,7 @@ def test_killed_worker_is_replaced_and_inflight_call_fails_cleanly():
         assert r.status == "error" and "kernel was lost" in r.stderr
         sess.close()
         st = settled(sb)
-        assert st["ok"] and st["uid_procs"] == st["ready"], st
+        assert st["ok"] and st["uid_procs"] == st["expected_procs"], st
     # After close: no worker, no context, nothing under any of its uids.
     time.sleep(0.2)
     assert all(not os.path.exists(f"/proc/{p}") for p in sb.worker_pids())

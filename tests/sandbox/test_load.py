@@ -9,6 +9,7 @@ import pytest
 from tests.sandbox.conftest import needs_full
 from zerotir.sandbox import Sandbox
 from zerotir.sandbox.census import idle_baseline, load_test
+from zerotir.sandbox.pool import CONTEXT_PROCS
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -19,7 +20,7 @@ def _check(sb, reports, first):
     assert sum(r.mismatched for r in reports) == 0, [r.examples for r in reports]
     h = sb.health()
     assert h["ok"]
-    assert last.uid_procs == h["ready_contexts"], (first, last)
+    assert last.uid_procs == CONTEXT_PROCS * h["ready_contexts"], (first, last)
     assert last.tmp_entries <= first.tmp_entries and last.shm_entries <= first.shm_entries
     assert last.open_fds - 2 * h["ready_contexts"] <= first.open_fds - 2 * 4  # 2 fds per warm context
 

@@ -9,8 +9,9 @@ Process tree (isolation 'full'):
     zygote Z (root inside bwrap, caps: SETUID/SETGID/SYS_ADMIN/KILL; never runs model code; child subreaper)
       └─ context init A  (pid 1 of a fresh pid+mount+ipc namespace; fresh tmpfs /tmp, /dev/shm and /proc;
          │                then drops to its own uid, no_new_privs, non-dumpable, rlimits, seccomp)
-         └─ kernel L ─ cell W   (W = fork of the kernel that runs one code cell; if the cell finishes, W becomes
-                                 the kernel (sessions keep state) and L retires; if W dies, L is the rollback)
+         └─ kernel L (forked while the context is warmed; a stateless call runs right in it)
+              └─ cell W   (sessions: a fork of the kernel per cell; if the cell finishes, W becomes the kernel and L
+                           retires; if W dies (timeout, crash), L is the rollback)
 
 Killing A (the parent holds a pidfd) tears the whole namespace down: nothing outlives its context.
 """
@@ -285,15 +286,21 @@ def run_cell(sock, ns, msg, out_fd, err_fd, ok_fd):
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     os.close(devnull)
-    try:
-        os.write(ok_fd, b"1")
-        os.close(ok_fd)
-    except OSError:
-        pass
+    if ok_fd is not None:
+        try:
+            os.write(ok_fd, b"1")
+            os.close(ok_fd)
+        except OSError:
+            pass
 
 
-def kernel_loop(sock, is_init):
-    """Serve 'run', 'fork' and 'close' for one session (or one stateless call) until the parent hangs up."""
+def kernel_loop(sock):
+    """Kernel L: serve 'run', 'fork' and 'close' for one session (or one stateless call) until the parent hangs up.
+
+    A stateless call ('last') runs right here: nothing needs to survive it, and the fork is already paid for (the
+    kernel was forked when the context was warmed). A session cell runs in a fork W of the kernel: if it finishes,
+    W becomes the kernel and this process retires; if W dies (timeout, crash), this process is the rollback.
+    """
     import builtins
     import types
 
@@ -308,8 +315,6 @@ def kernel_loop(sock, is_init):
         except OSError:
             msg, fds = None, []
         if msg is None or msg.get("op") == "close":
-            if is_init:
-                retire(sock)
             os._exit(0)
         op = msg.get("op")
         if op == "fork":
@@ -317,7 +322,6 @@ def kernel_loop(sock, is_init):
             if pid == 0:
                 sock.close()
                 sock = socket.socket(fileno=fds[0])
-                is_init = False
                 send(sock, {"op": "forked", "cell": msg["cell"]})
                 continue
             os.close(fds[0])
@@ -326,13 +330,15 @@ def kernel_loop(sock, is_init):
             for fd in fds:
                 os.close(fd)
             continue
+        if msg.get("last"):
+            run_cell(sock, ns, msg, fds[0], fds[1], None)  # exits
+            os._exit(0)
         rd, wr = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(rd)
             run_cell(sock, ns, msg, fds[0], fds[1], wr)
-            is_init = False  # this process is now the kernel; its parent retires
-            continue
+            continue  # this process is now the kernel; its parent retires
         os.close(wr)
         for fd in fds:
             os.close(fd)
@@ -351,9 +357,6 @@ def kernel_loop(sock, is_init):
                 break
         os.close(rd)
         if succeeded:
-            os.close(pidfd)
-            if is_init:
-                retire(sock)
             os._exit(0)
         _, status = os.waitpid(pid, 0)
         os.close(pidfd)
@@ -363,16 +366,22 @@ def kernel_loop(sock, is_init):
             os._exit(0)
 
 
-def retire(sock):
-    """Context init A after its kernel moved on: keep reaping (pid 1 duty) until no process is left."""
-    sock.close()
+def init_loop(sock, kernel_pid):
+    """Context init A (pid 1): reap every process of the namespace; report how the first kernel ended (that is how
+    a stateless call that crashed or called os._exit is reported); leave when no process is left."""
     while True:
         try:
-            os.wait()
+            pid, status = os.wait()
         except ChildProcessError:
             os._exit(0)
         except InterruptedError:
-            pass
+            continue
+        if pid == kernel_pid:
+            try:
+                send(sock, {"op": "kernel_exit", "status": status})
+            except OSError:
+                pass
+            sock.close()
 
 
 def context_main(sock, uid, workdir):
@@ -384,13 +393,16 @@ def context_main(sock, uid, workdir):
         # Only the context socket survives: the model's code must not inherit the zygote's descriptors.
         os.closerange(3, sock.fileno())
         os.closerange(sock.fileno() + 1, 65536)
+        kernel = os.fork()
     except BaseException as e:  # noqa: BLE001
         try:
             send(sock, {"op": "fatal", "error": f"{type(e).__name__}: {e}"})
         finally:
             os._exit(70)
-    send(sock, {"op": "hello", "uid": os.getuid(), "pid": os.getpid()})
-    kernel_loop(sock, is_init=True)
+    if kernel == 0:
+        kernel_loop(sock)
+        os._exit(0)
+    init_loop(sock, kernel)
 
 
 # ------------------------------------------------------------------------------------------------ zygote

@@ -34,6 +34,7 @@ log = logging.getLogger("zerotir.sandbox")
 ISOLATION_LEVELS = ("full", "rlimits", "none")
 PREIMPORT = ["numpy", "sympy", "scipy", "mpmath", "sympy.ntheory", "numpy.linalg"]
 MAX_CODE_BYTES = 512 * 1024
+CONTEXT_PROCS = 2  # processes of a warm, unused context: its init and its kernel
 UID_MIN, UID_SPAN, UID_BLOCKS = 10_000_000, 65_536, 30_000  # context uids live in [UID_MIN, UID_MIN + 30000 * 65536)
 _ZYGOTE_SRC = (Path(__file__).with_name("_zygote.py")).read_text()
 
@@ -590,7 +591,9 @@ class _Pool:
                     kern.dead = True
                     note = f"sandbox: context setup failed: {msg.get('error')}"
                     raise _Done
-                if msg.get("cell") != cell:  # a late message of an earlier, timed-out cell
+                if msg.get("op") == "kernel_exit" and last:
+                    pass  # a stateless call's kernel ended without reporting (crash, os._exit): handled below
+                elif msg.get("cell") != cell:  # a late message of an earlier, timed-out cell (or a retired kernel)
                     for fd in fds:
                         os.close(fd)
                     continue
@@ -607,7 +610,7 @@ class _Pool:
                     exit_code = int(msg.get("exit_code", 0))
                     status = "oom" if msg.get("oom") else ("ok" if exit_code == 0 else "error")
                     break
-                if op == "exit":
+                if op == "exit" or (op == "kernel_exit" and last):
                     st = int(msg.get("status", 0))
                     if os.WIFSIGNALED(st):
                         sig = os.WTERMSIG(st)
