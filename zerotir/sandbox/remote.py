@@ -326,12 +326,16 @@ class RemoteSession:
 
     def __init__(self, client: RemoteSandbox, sid: str | None):
         self._c, self._sid, self._closed = client, sid, False
-        self._lock = threading.Lock()
+        self._open_lock: asyncio.Lock | None = None  # created on the client's loop
 
     async def _ensure(self) -> str:
         if self._sid is None:
-            d = await self._c._post("/v1/sessions", {}, timeout=30.0)
-            self._sid = d["session"]
+            if self._open_lock is None:
+                self._open_lock = asyncio.Lock()
+            async with self._open_lock:  # concurrent first calls open one session, not several
+                if self._sid is None:
+                    d = await self._c._post("/v1/sessions", {}, timeout=30.0)
+                    self._sid = d["session"]
         return self._sid
 
     async def _run(self, code: str, timeout_s: float | None) -> ExecResult:
