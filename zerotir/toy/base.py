@@ -1,5 +1,6 @@
 """Pretraining the toy base model from scratch: a Llama-style decoder (RoPE, RMSNorm, SwiGLU, tied embeddings,
-~0.8M parameters) on the generated corpus, character tokens, saved as an ordinary HF directory.
+~0.8M parameters) on the generated corpus, character tokens, saved as an ordinary HF directory (in the Qwen2
+layout with zero q/k/v biases — the same function; see `to_qwen2`).
 
     build_base(BaseSpec(), "zerotir/assets/toy-base")     # what `zerotir toy build-base` runs
 
@@ -54,6 +55,27 @@ def make_model(spec: BaseSpec, vocab_size: int, eos_id: int, pad_id: int):
     return LlamaForCausalLM(cfg)
 
 
+def to_qwen2(llama):
+    """The same function as a Qwen2ForCausalLM (zero q/k/v biases): Qwen2's forward accepts the per-layer-type
+    attention-mask mapping the rollout's HF engine passes, Llama's does not. Logits are unchanged."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    c = llama.config
+    cfg = Qwen2Config(vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
+                      num_hidden_layers=c.num_hidden_layers, num_attention_heads=c.num_attention_heads,
+                      num_key_value_heads=c.num_key_value_heads, max_position_embeddings=c.max_position_embeddings,
+                      rms_norm_eps=c.rms_norm_eps, rope_theta=getattr(c, "rope_theta", None) or
+                      c.rope_parameters["rope_theta"], tie_word_embeddings=True, use_sliding_window=False,
+                      bos_token_id=None, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id)
+    q = Qwen2ForCausalLM(cfg)
+    state = {k: v for k, v in llama.state_dict().items()}
+    with torch.no_grad():
+        for name, p in q.named_parameters():
+            p.copy_(state[name] if name in state else torch.zeros_like(p))  # only the q/k/v biases are new
+    return q.eval()
+
+
 def lr_at(step: int, spec: BaseSpec) -> float:
     """Linear warm-up, then cosine decay to lr * min_lr_ratio (step is 0-based)."""
     if step < spec.warmup:
@@ -67,7 +89,9 @@ def encode_corpus(docs: list[str], tok) -> tuple["torch.Tensor", "torch.Tensor"]
     Returns (tokens [N] long, starts [D] long)."""
     import torch
 
-    vocab = tok.get_vocab()
+    from zerotir.toy.tokenizer import char_id_map
+
+    vocab = char_id_map()
     unk, eos = vocab["<unk>"], tok.eos_token_id
     ids: list[int] = []
     starts: list[int] = []
@@ -123,7 +147,7 @@ def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] =
         if (step + 1) % 50 == 0 or step == 0:
             losses.append({"step": step + 1, "loss": round(ema, 4), "seconds": round(time.time() - t0, 1)})
             log(f"step {step + 1}/{spec.steps}  loss {ema:.4f}  lr {lr_at(step, spec):.2e}  {time.time() - t0:.0f}s")
-    model.eval()
+    model = to_qwen2(model.eval())
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(str(out))

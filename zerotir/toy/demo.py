@@ -14,6 +14,7 @@ plots/*.png, the analysis report when zerotir.analysis is available) lands in th
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -217,7 +218,8 @@ def write_report(run_dir: str | Path, wall_seconds: float | None = None) -> Path
     good, first = pick_transcripts(run)
     s, e = se["start"], se["end"]
     acc_gain = (e["eval/accuracy"] / s["eval/accuracy"]) if s["eval/accuracy"] > 0 else float("inf")
-    summary = {"run_dir": str(run), "start": s, "end": e, "accuracy_ratio": acc_gain,
+    summary = {"run_dir": str(run), "start": s, "end": e,
+               "accuracy_ratio": acc_gain if math.isfinite(acc_gain) else None,
                "accuracy_gain_points": 100 * (e["eval/accuracy"] - s["eval/accuracy"]),
                "wall_seconds": wall_seconds, "steps": max(r["step"] for r in rows)}
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -225,7 +227,8 @@ def write_report(run_dir: str | Path, wall_seconds: float | None = None) -> Path
              "A ~0.8M-parameter model pretrained from scratch (text solutions, framed code snippets, and rarely the "
              "two together) is RL-trained with the sandbox; reward is 1 for a verified-correct boxed answer.", "",
              table_markdown(se), "",
-             f"Accuracy x{acc_gain:.1f} ({summary['accuracy_gain_points']:+.1f} points)"
+             (f"Accuracy x{acc_gain:.1f}" if math.isfinite(acc_gain) else "Accuracy from 0")
+             + f" ({summary['accuracy_gain_points']:+.1f} points)"
              + (f"; wall time {wall_seconds:.0f} s." if wall_seconds else "."), "",
              "![curves](plots/curves.png)", ""]
     if good:
