@@ -4,7 +4,9 @@ Same tiny model (random Qwen2-style, built here), same prompts (our template's r
 prompt, so both see the same prompt tokens), same group size, same response budget, GRPO advantages, no KL,
 clip 0.2/0.28, token-mean loss, fp32 on the same device, the same reward function (zerotir's RewardScorer).
 Rounds alternate (ours, TRL, ours, TRL, ...) so background load hits both alike; each round times the second step of
-a fresh run (the first carries one-off warm-up). Reported: median step seconds, sampled tokens per second, ratio.
+a fresh run (the first carries one-off warm-up). Reported: median wall seconds per step and median CPU seconds of
+this process per step (process_time: all threads; the verifier pool is shared and outside both) — on a loaded
+shared machine the CPU figure is the stable one — plus the generate+reward / update breakdown and tokens per second.
 
     .venv/bin/python bench/train_step.py                 # P=8 prompts x G=4, 64 new tokens, 3 rounds
     .venv/bin/python bench/train_step.py --prompts 16 --group 8 --new-tokens 128 --rounds 3 --hidden 256 --layers 4
@@ -66,23 +68,24 @@ class Ours:
         from zerotir.algos.advantages import compute_advantages
         from zerotir.rollout.tir import rollout
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         trajs = rollout(probs, self.engine, self.sandbox, self.cfg.rollout, n_samples=self.cfg.rollout.n_samples,
                         max_tool_calls=0, policy_version=self.version, group_offset=0, seed=seed)
         self.scorer.score(trajs, self.cfg.rollout.max_total_tokens)
-        self.gen_seconds = time.perf_counter() - t0
+        self.gen_seconds, self.gen_cpu = time.perf_counter() - t0, time.process_time() - c0
         batch = collate(trajs, self.learner.pad_id)
         compute_advantages(batch, self.cfg.algo)
         self.learner.update(batch)
         self.version += 1
         self.engine.update_weights(self.learner.policy_state_dict(), self.version)
+        self.cpu = time.process_time() - c0
         return time.perf_counter() - t0, sum(t.num_sampled_tokens for t in trajs), trajs
 
 
 def trl_round(model_dir: Path, prompts: list[str], golds: list[str], cfg: Config, scorer, a
-              ) -> tuple[float, int, float]:
-    """A fresh GRPOTrainer for two steps; returns (seconds, completion tokens, generation+reward seconds) of the
-    second step."""
+              ) -> tuple[float, int, float, float, float]:
+    """A fresh GRPOTrainer for two steps; returns (wall s, completion tokens, generate+reward wall s, CPU s,
+    generate+reward CPU s) of the second step."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -96,12 +99,14 @@ def trl_round(model_dir: Path, prompts: list[str], golds: list[str], cfg: Config
     class Timer(TrainerCallback):
         def __init__(self):
             self.times: list[float] = []
+            self.cpu: list[float] = []
 
         def on_step_begin(self, *args, **kw):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, *args, **kw):
             self.times.append(time.perf_counter() - self.t0)
+            self.cpu.append(time.process_time() - self.c0)
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
@@ -119,16 +124,16 @@ def trl_round(model_dir: Path, prompts: list[str], golds: list[str], cfg: Config
     inner = trainer._generate_and_score_completions  # generation + reward, for the breakdown
 
     def timed(*args, **kw):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = inner(*args, **kw)
-        gen_times.append(time.perf_counter() - t0)
+        gen_times.append((time.perf_counter() - t0, time.process_time() - c0))
         return out
 
     trainer._generate_and_score_completions = timed
     trainer.train()
     logs = [h for h in trainer.state.log_history if "completions/mean_length" in h]
     tokens = int(round(float(logs[-1]["completions/mean_length"]) * a.prompts * a.group))
-    return timer.times[-1], tokens, gen_times[-1]
+    return timer.times[-1], tokens, gen_times[-1][0], timer.cpu[-1], gen_times[-1][1]
 
 
 def main() -> None:
@@ -139,7 +144,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--micro-batch-tokens", type=int, default=8192)
+    ap.add_argument("--micro-batch-tokens", type=int, default=16384,
+                    help="ours: tokens per micro-batch (default: the whole batch in one pass, as TRL does here)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -157,6 +163,7 @@ def main() -> None:
     print(f"model: tiny Qwen2 hidden={a.hidden} layers={a.layers}; {a.prompts} prompts x {a.group} samples, "
           f"{a.new_tokens} new tokens, device {a.device}, torch threads {torch.get_num_threads()}")
     ours_t, ours_tok, trl_t, trl_tok, ours_gen, trl_gen = [], [], [], [], [], []
+    ours_cpu, trl_cpu, ours_gcpu, trl_gcpu = [], [], [], []
     with make_sandbox(cfg.sandbox) as sandbox, RewardScorer(cfg.reward) as scorer:
         prompt_text: list[str] | None = None
         for r in range(a.rounds):
@@ -166,22 +173,31 @@ def main() -> None:
             ours_t.append(sec)
             ours_tok.append(tok)
             ours_gen.append(ours.gen_seconds)
+            ours_cpu.append(ours.cpu)
+            ours_gcpu.append(ours.gen_cpu)
             if prompt_text is None:
                 by_id = {t.problem_id: t.prompt_text for t in trajs}
                 prompt_text = [by_id[p.id] for p in probs]
             del ours
-            sec, tok, gen = trl_round(model_dir, prompt_text, [p.answer for p in probs], cfg, scorer, a)
+            sec, tok, gen, cpu, gcpu = trl_round(model_dir, prompt_text, [p.answer for p in probs], cfg, scorer, a)
+            trl_cpu.append(cpu)
+            trl_gcpu.append(gcpu)
             trl_t.append(sec)
             trl_tok.append(tok)
             trl_gen.append(gen)
             print(f"round {r + 1}: ours {ours_t[-1]:.2f} s (generate+reward {ours_gen[-1]:.2f} s, {ours_tok[-1]} "
                   f"tokens)   TRL GRPOTrainer {trl_t[-1]:.2f} s (generate+reward {trl_gen[-1]:.2f} s, "
-                  f"{trl_tok[-1]} tokens)", flush=True)
+                  f"{trl_tok[-1]} tokens)   CPU s: ours {ours_cpu[-1]:.2f}, TRL {trl_cpu[-1]:.2f}", flush=True)
     mo, mt = statistics.median(ours_t), statistics.median(trl_t)
     tps_o = statistics.median([k / s for k, s in zip(ours_tok, ours_t)])
     tps_t = statistics.median([k / s for k, s in zip(trl_tok, trl_t)])
     print(f"median step: ours {mo:.2f} s, TRL {mt:.2f} s  → speed-up {mt / mo:.2f}x (target >= 1.5x)")
     print(f"sampled tokens/s per step: ours {tps_o:.0f}, TRL {tps_t:.0f}  → {tps_o / tps_t:.2f}x")
+    co, ct = statistics.median(ours_cpu), statistics.median(trl_cpu)
+    print(f"median CPU seconds per step: ours {co:.2f}, TRL {ct:.2f}  → speed-up {ct / co:.2f}x "
+          f"(generate+reward {statistics.median(ours_gcpu):.2f} vs {statistics.median(trl_gcpu):.2f}; update "
+          f"{statistics.median([c - g for c, g in zip(ours_cpu, ours_gcpu)]):.2f} vs "
+          f"{statistics.median([c - g for c, g in zip(trl_cpu, trl_gcpu)]):.2f})")
     up_o = statistics.median([s - g for s, g in zip(ours_t, ours_gen)])
     up_t = statistics.median([s - g for s, g in zip(trl_t, trl_gen)])
     print(f"median generate+reward: ours {statistics.median(ours_gen):.2f} s, TRL {statistics.median(trl_gen):.2f} s;"

@@ -121,3 +121,21 @@ def test_live_table_renders_rows(tmp_path, monkeypatch):
     Console(file=buf, width=200).print(sinks._table())
     text = buf.getvalue()
     assert "0.250" in text and "0.50" in text and "31.0" in text and "0.750" in text
+
+
+def test_lora_checkpoint_roundtrip(tiny_model_dir, tiny_batch, tmp_path):
+    """LoRA runs checkpoint the adapter (trainer.pt) and a merged HF policy dir; resuming restores the adapter."""
+    _, batch = tiny_batch
+    cfg = tiny_cfg(tiny_model_dir, model__lora_rank=4)
+    a = Learner(cfg)
+    a.update(batch)
+    save_checkpoint(tmp_path, 1, a, {"data_cursor": {"epoch": 0, "pos": 0}})
+    b = Learner(cfg)
+    assert not torch.allclose(b.logprobs(batch), a.logprobs(batch))
+    load_checkpoint(latest_checkpoint(tmp_path), b)
+    torch.testing.assert_close(b.logprobs(batch), a.logprobs(batch))
+    from zerotir.models import load_model_and_tokenizer
+
+    merged, tok = load_model_and_tokenizer(latest_checkpoint(tmp_path) / "policy", "cpu")
+    plain = Learner(tiny_cfg(tiny_model_dir), model=merged, tokenizer=tok)
+    torch.testing.assert_close(plain.logprobs(batch), a.logprobs(batch), atol=1e-5, rtol=1e-4)
