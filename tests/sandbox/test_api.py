@@ -167,7 +167,7 @@ def test_many_asyncio_tasks_at_once(sb, leakcheck):
             r2 = await sb.arun(f"print({i})")
             return r1.stdout == f"{i * i}\n" and r2.stdout == f"{i}\n"
         finally:
-            await asyncio.to_thread(s.close)
+            await s.aclose()
 
     async def main():
         return await asyncio.gather(*(traj(i) for i in range(40)))

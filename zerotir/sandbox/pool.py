@@ -1006,6 +1006,23 @@ class Session:
         except Exception:  # noqa: BLE001
             pass
 
+    async def aclose(self) -> None:
+        """`close` for async callers (does not block their loop)."""
+        if self._closed:
+            return
+        self._closed = True
+        st = self._state
+        k = st.kernel if st is not None else self._kernel0
+        if k is None or self._sb._closed:
+            return
+
+        async def _close():
+            self._sb._pool.release(k)  # type: ignore[union-attr]
+        try:
+            await self._sb._acall(_close())
+        except Exception:  # noqa: BLE001
+            pass
+
     def __enter__(self) -> "Session":
         return self
 
@@ -1016,4 +1033,4 @@ class Session:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.close)
+        await self.aclose()
