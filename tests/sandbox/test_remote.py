@@ -125,3 +125,15 @@ def test_exec_command_prints_json():
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["status"] == "ok" and d["stdout"] == "45\n"
+
+
+def test_remote_session_async(server):
+    with RemoteSandbox(server, token=TOKEN) as rs:
+        async def main():
+            s = rs.session()
+            await asyncio.gather(s.arun("a = 1"), asyncio.sleep(0))
+            r = await s.arun("print(a + 1)")
+            await s.aclose()
+            return r
+
+        assert asyncio.run(main()).stdout == "2\n"

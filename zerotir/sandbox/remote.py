@@ -382,6 +382,17 @@ class RemoteSession:
         except Exception:  # noqa: BLE001
             pass
 
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._sid is None or self._c._closed:
+            return
+        try:
+            await self._c._acall(self._c._post(f"/v1/sessions/{self._sid}", None, timeout=30.0, method="DELETE"))
+        except Exception:  # noqa: BLE001
+            pass
+
     def __enter__(self) -> "RemoteSession":
         return self
 
