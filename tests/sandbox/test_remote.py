@@ -137,3 +137,11 @@ def test_remote_session_async(server):
             return r
 
         assert asyncio.run(main()).stdout == "2\n"
+
+
+def test_replicas_rotate_and_retry_on_a_dead_one(server):
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with RemoteSandbox(f"{server},{dead}", token=TOKEN, retries=2) as rs:
+        rs_out = [rs.run(f"print({i})") for i in range(6)]  # half first try the dead replica, then retry
+        assert [r.stdout for r in rs_out] == [f"{i}\n" for i in range(6)]
+        assert rs.health()["ok"] is False

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hmac
+import itertools
 import json
 import logging
 import threading
@@ -201,7 +202,10 @@ class RemoteSandbox:
                  connect_timeout_s: float = 5.0):
         if not url:
             raise ValueError("RemoteSandbox needs a URL (sandbox.url), e.g. http://127.0.0.1:8080")
-        self.url = url.rstrip("/")
+        # Several replicas may be given, comma-separated: stateless calls rotate over them, a session stays on one.
+        self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()]
+        self.url = self.urls[0]
+        self._next = itertools.count()
         self.timeout_s, self.retries, self.concurrency = timeout_s, retries, concurrency
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._connect_timeout_s = connect_timeout_s
@@ -235,26 +239,31 @@ class RemoteSandbox:
             self._sem = asyncio.Semaphore(self.concurrency)
         return self._http
 
-    async def _post(self, path: str, payload: dict | None, timeout: float, method: str = "POST") -> dict:
+    def _pick(self) -> str:
+        return self.urls[next(self._next) % len(self.urls)]
+
+    async def _post(self, path: str, payload: dict | None, timeout: float, method: str = "POST",
+                    base: str | None = None) -> dict:
         import aiohttp
 
         http = await self._session_http()
         async with self._sem:  # type: ignore[union-attr]
-            async with http.request(method, self.url + path, json=payload,
+            async with http.request(method, (base or self._pick()) + path, json=payload,
                                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 text = await resp.text()
                 if resp.status != 200:
                     raise RuntimeError(f"HTTP {resp.status}: {text[:300]}")
                 return json.loads(text)
 
-    async def _exec(self, path: str, code: str, timeout_s: float | None, retry: bool) -> ExecResult:
+    async def _exec(self, path: str, code: str, timeout_s: float | None, retry: bool,
+                    base: str | None = None) -> ExecResult:
         t = timeout_s or self.timeout_s
         attempts = (self.retries + 1) if retry else 1
         last = _error("sandbox: no attempt made")
         for attempt in range(attempts):
             rid = uuid.uuid4().hex
             try:
-                d = await self._post(path, {"code": code, "timeout_s": t, "id": rid}, timeout=t + 30.0)
+                d = await self._post(path, {"code": code, "timeout_s": t, "id": rid}, timeout=t + 30.0, base=base)
                 if d.get("id") != rid:
                     last = _error(f"sandbox: response id {d.get('id')!r} does not match request id {rid!r}")
                 else:
@@ -293,8 +302,13 @@ class RemoteSandbox:
             import aiohttp
 
             http = await self._session_http()
-            async with http.get(self.url + "/health", timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                return await resp.json()
+            out = []
+            for u in self.urls:
+                async with http.get(u + "/health", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    out.append(await resp.json())
+            if len(out) == 1:
+                return out[0]
+            return {"ok": all(h.get("ok") for h in out), "replicas": out}
         try:
             return self._call(_h())
         except Exception as e:  # noqa: BLE001
@@ -324,8 +338,9 @@ class RemoteSandbox:
 class RemoteSession:
     """A session on the service: same interface as `Session` (run/arun/fork/close)."""
 
-    def __init__(self, client: RemoteSandbox, sid: str | None):
+    def __init__(self, client: RemoteSandbox, sid: str | None, base: str | None = None):
         self._c, self._sid, self._closed = client, sid, False
+        self._base = base or client._pick()  # the replica holding this session
         self._open_lock: asyncio.Lock | None = None  # created on the client's loop
 
     async def _ensure(self) -> str:
@@ -334,7 +349,7 @@ class RemoteSession:
                 self._open_lock = asyncio.Lock()
             async with self._open_lock:  # concurrent first calls open one session, not several
                 if self._sid is None:
-                    d = await self._c._post("/v1/sessions", {}, timeout=30.0)
+                    d = await self._c._post("/v1/sessions", {}, timeout=30.0, base=self._base)
                     self._sid = d["session"]
         return self._sid
 
@@ -343,7 +358,7 @@ class RemoteSession:
             sid = await self._ensure()
         except Exception as e:  # noqa: BLE001
             return _error(f"sandbox: could not open a remote session: {type(e).__name__}: {e}")
-        return await self._c._exec(f"/v1/sessions/{sid}/exec", code, timeout_s, retry=False)
+        return await self._c._exec(f"/v1/sessions/{sid}/exec", code, timeout_s, retry=False, base=self._base)
 
     def run(self, code: str, timeout_s: float | None = None) -> ExecResult:
         if self._closed:
@@ -364,12 +379,12 @@ class RemoteSession:
     def fork(self) -> "RemoteSession":
         async def _f():
             sid = await self._ensure()
-            d = await self._c._post(f"/v1/sessions/{sid}/fork", {}, timeout=30.0)
+            d = await self._c._post(f"/v1/sessions/{sid}/fork", {}, timeout=30.0, base=self._base)
             return d["session"]
         try:
-            return RemoteSession(self._c, self._c._call(_f()))
+            return RemoteSession(self._c, self._c._call(_f()), base=self._base)
         except Exception:  # noqa: BLE001 - a failed fork gives a fresh session (its first call will say so)
-            return RemoteSession(self._c, None)
+            return RemoteSession(self._c, None, base=self._base)
 
     def close(self) -> None:
         if self._closed:
@@ -378,7 +393,8 @@ class RemoteSession:
         if self._sid is None or self._c._closed:
             return
         try:
-            self._c._call(self._c._post(f"/v1/sessions/{self._sid}", None, timeout=30.0, method="DELETE"))
+            self._c._call(self._c._post(f"/v1/sessions/{self._sid}", None, timeout=30.0, method="DELETE",
+                                        base=self._base))
         except Exception:  # noqa: BLE001
             pass
 
@@ -389,7 +405,8 @@ class RemoteSession:
         if self._sid is None or self._c._closed:
             return
         try:
-            await self._c._acall(self._c._post(f"/v1/sessions/{self._sid}", None, timeout=30.0, method="DELETE"))
+            await self._c._acall(self._c._post(f"/v1/sessions/{self._sid}", None, timeout=30.0, method="DELETE",
+                                               base=self._base))
         except Exception:  # noqa: BLE001
             pass
 
