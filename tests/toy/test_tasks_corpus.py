@@ -122,7 +122,7 @@ def test_char_tokenizer_roundtrip(tmp_path):
     assert len(ids) == len(text)  # one token per character
     assert tok.decode(ids) == text
     assert tok.eos_token_id == 0 and tok.pad_token_id == 1 and len(tok) == 99
-    assert tok.encode("é", add_special_tokens=False) in ([], [tok.unk_token_id])  # non-ASCII is not a token
+    assert set(tok.encode("é", add_special_tokens=False)) <= {tok.unk_token_id}  # non-ASCII is not a token
 
 
 def test_char_tokenizer_under_a_qwen2_config(tmp_path):
