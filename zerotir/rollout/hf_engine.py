@@ -130,12 +130,15 @@ class HFEngine:
     seed: the engine RNG, which seeds each request that has no `params.seed` (deterministic for a fixed request
     order). `max_parked`: paused requests whose caches are kept for their continuation (LRU; default 2×max_batch).
     Waiting continuations of parked requests are admitted before new requests.
+    merge_pad_tokens: when requests join, decode rows are padded into the joiners' prefill forward (one forward
+    instead of two) if that adds at most this many padded tokens. Kept small: measured on the 2-core CPU, padded
+    compute outweighs the saved per-forward overhead beyond a few dozen tokens.
     cpu_threads: torch intra-op threads during `step` on CPU (restored after). None: 1 for small models (< 50M
     parameters), whose tiny matmuls gain nothing from threads and lose up to 10× when cores are shared; else unchanged.
     """
 
     def __init__(self, model: Any, tokenizer: Any, max_batch: int = 64, device: str | None = None, seed: int = 0,
-                 max_parked: int | None = None, cpu_threads: int | None = None):
+                 max_parked: int | None = None, cpu_threads: int | None = None, merge_pad_tokens: int = 64):
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device else next(model.parameters()).device
@@ -149,6 +152,7 @@ class HFEngine:
             raise ValueError("HFEngine: the tokenizer/model has no EOS token id")
         self.eos_token_id = int(eos)
         self.max_batch = max_batch
+        self.merge_pad_tokens = merge_pad_tokens
         self.max_parked = 2 * max_batch if max_parked is None else max_parked
         self._rng = random.Random(seed)
         self._version = 0
@@ -162,7 +166,7 @@ class HFEngine:
         self._rows: list[_Seq] = []
         self._waiting: deque[GenerationRequest] = deque()
         self._parked: OrderedDict[str, _Parked] = OrderedDict()
-        self.stats = {"forward_tokens": 0, "reused_tokens": 0, "steps": 0}
+        self.stats = {"forward_tokens": 0, "reused_tokens": 0, "steps": 0, "forwards": 0}
 
     # ------------------------------------------------------------------ contract
     def add_request(self, request: GenerationRequest) -> None:
@@ -237,28 +241,28 @@ class HFEngine:
         self.stats["steps"] += 1
         sampled: list[tuple[int, int, float, float]] = []  # (row, token, logprob, raw)
         n_old = len(self._rows)
-        if n_old:
-            ids = torch.tensor([[s.tokens[-1]] for s in self._rows], device=self.device)
-            start = torch.tensor([s.kv_len for s in self._rows], device=self.device)
-            logits = self._forward(0, ids, start, torch.ones_like(start))
-            for s in self._rows:
-                s.kv_len += 1
-            sampled += self._sample(0, logits)
         joiners = []
         while self._waiting and len(self._rows) < self.max_batch:
-            joiners.append(self._admit(self._waiting.popleft()))
-        if joiners:
-            feeds = [s.request.context_ids[s.kv_len:] for s in joiners]
-            q = max(len(f) for f in feeds)
-            pad = self.eos_token_id
-            ids = torch.tensor([f + [pad] * (q - len(f)) for f in feeds], device=self.device)
-            start = torch.tensor([s.kv_len for s in joiners], device=self.device)
-            qlens = torch.tensor([len(f) for f in feeds], device=self.device)
-            logits = self._forward(n_old, ids, start, qlens)
-            for s, f in zip(joiners, feeds):
+            joiners.append(self._admit(self._waiting.popleft()))   # fills rows n_old.. (cache reuse included)
+        feeds = [[s.tokens[-1]] for s in self._rows[:n_old]] + [s.request.context_ids[s.kv_len:] for s in joiners]
+        q = max((len(f) for f in feeds), default=0)
+        if n_old and joiners and len(feeds) * q - sum(len(f) for f in feeds) <= self.merge_pad_tokens:
+            groups = [(0, len(feeds))]          # one forward: decode rows padded to the joiners' length
+        else:
+            groups = [(0, n_old), (n_old, len(feeds))]
+        for r0, r1 in groups:
+            if r1 <= r0:
+                continue
+            part = feeds[r0:r1]
+            width = max(len(f) for f in part)
+            ids = torch.tensor([f + [self.eos_token_id] * (width - len(f)) for f in part], device=self.device)
+            start = torch.tensor([s.kv_len for s in self._rows[r0:r1]], device=self.device)
+            qlens = torch.tensor([len(f) for f in part], device=self.device)
+            logits = self._forward(r0, ids, start, qlens)
+            for s, f in zip(self._rows[r0:r1], part):
                 s.kv_len += len(f)
-                self.stats["forward_tokens"] += len(f)
-            sampled += self._sample(n_old, logits)
+            self.stats["forward_tokens"] += sum(len(f) for f in part)
+            sampled += self._sample(r0, logits)
         finished: list[GenerationOutput] = []
         done_rows = []
         for row, tok, lp, raw in sampled:
@@ -299,6 +303,7 @@ class HFEngine:
         """Run rows r0..r0+B-1 on ids [B, q] at positions start[b] + j; returns float32 logits [B, V] at each row's
         last real query (qlens[b] - 1). Padded queries write keys that no real query ever attends to."""
         b, q = ids.shape
+        self.stats["forwards"] += 1
         pos = start[:, None] + torch.arange(q, device=self.device)[None, :]
         kv_len = int(start.max()) + q
         self._cache.plan(r0, pos, kv_len)
@@ -309,7 +314,6 @@ class HFEngine:
         out = self._base(input_ids=ids, attention_mask={"full_attention": mask, "sliding_attention": mask},
                          position_ids=pos, past_key_values=self._cache, use_cache=True)
         hidden = out.last_hidden_state[torch.arange(b, device=self.device), qlens - 1]
-        self.stats["forward_tokens"] += b if q == 1 else 0
         return self._head(hidden).float()
 
     def _sample(self, r0: int, logits: torch.Tensor) -> list[tuple[int, int, float, float]]:
