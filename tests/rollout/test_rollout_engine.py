@@ -41,9 +41,11 @@ def prompts(tok, k):
     return [tok.encode("Question: What is 12 * 34? Let me compute" + " it" * i) for i in range(k)]
 
 
-def test_logprobs_match_full_forward_with_continuous_batching(tiny_model):
+@pytest.mark.parametrize("merge", [0, 10**6])
+def test_logprobs_match_full_forward_with_continuous_batching(tiny_model, merge):
+    """merge=0: joiners prefill in their own forward; 10**6: decode rows always padded into the joiners' forward."""
     model, tok = tiny_model
-    eng = HFEngine(model, tok, max_batch=3, seed=0)
+    eng = HFEngine(model, tok, max_batch=3, seed=0, merge_pad_tokens=merge)
     assert isinstance(eng, Engine)
     settings = [dict(temperature=1.0), dict(temperature=0.7, top_p=0.9), dict(temperature=1.3, top_k=20),
                 dict(temperature=0.0), dict(temperature=1.0, top_p=0.5, top_k=50)]
@@ -53,6 +55,8 @@ def test_logprobs_match_full_forward_with_continuous_batching(tiny_model):
     for r, o in zip(reqs, outs):
         assert o.finish_reason in ("length", "eos") and len(o.token_ids) == len(o.logprobs) == len(o.raw_logprobs)
         check_against_full_forward(model, r, o)
+    joins = len(reqs) - 3
+    assert eng.stats["forwards"] == eng.stats["steps"] + (joins if merge == 0 else 0)
 
 
 def test_continuation_reuses_cache_exactly(tiny_model):
