@@ -22,6 +22,15 @@ import sys
 import time
 
 
+def _targets(speed: dict) -> None:
+    s, t = speed["sympy"], speed["trivial"]
+    print(f"targets: sympy p50 {s['p50_ms']:.1f} ms (<= 15: {'yes' if s['p50_ms'] <= 15 else 'NO'}), "
+          f"speedup {s['speedup_p50']:.1f}x (>= 25: {'yes' if s['speedup_p50'] >= 25 else 'NO'}), "
+          f"trivial {t['exec_per_s']:.0f} exec/s measured (>= 100: {'yes' if t['exec_per_s'] >= 100 else 'NO'})"
+          + (f", {2000 / t['cpu_ms_per_exec']:.0f} exec/s CPU-bound capacity on 2 dedicated cores"
+             if t.get("cpu_ms_per_exec") else ""))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
@@ -32,20 +41,18 @@ def main() -> int:
     ap.add_argument("--total", type=int, default=10000, help="executions before the final census")
     ap.add_argument("--isolation", default="full")
     ap.add_argument("--json", default="", help="also write the figures to this file")
+    ap.add_argument("--skip-speed", action="store_true", help="only the load test and census")
     args = ap.parse_args()
 
     from zerotir.sandbox import Sandbox
     from zerotir.sandbox.bench import run_bench
     from zerotir.sandbox.census import idle_baseline, load_test
 
-    figures: dict = {"speed": run_bench(workers=args.workers, n_latency=args.n, n_baseline=args.baseline,
-                                        throughput_s=args.seconds, isolation=args.isolation)}
-    s, t = figures["speed"]["sympy"], figures["speed"]["trivial"]
-    print(f"targets: sympy p50 {s['p50_ms']:.1f} ms (<= 15: {'yes' if s['p50_ms'] <= 15 else 'NO'}), "
-          f"speedup {s['speedup_p50']:.1f}x (>= 25: {'yes' if s['speedup_p50'] >= 25 else 'NO'}), "
-          f"trivial {t['exec_per_s']:.0f} exec/s measured (>= 100: {'yes' if t['exec_per_s'] >= 100 else 'NO'})"
-          + (f", {2000 / t['cpu_ms_per_exec']:.0f} exec/s CPU-bound capacity on 2 dedicated cores"
-             if t.get("cpu_ms_per_exec") else ""))
+    figures: dict = {}
+    if not args.skip_speed:
+        figures["speed"] = run_bench(workers=args.workers, n_latency=args.n, n_baseline=args.baseline,
+                                     throughput_s=args.seconds, isolation=args.isolation)
+        _targets(figures["speed"])
     ok = True
     if args.load:
         with Sandbox(workers=args.workers, timeout_s=1.0, isolation=args.isolation) as sb:
@@ -53,25 +60,33 @@ def main() -> int:
             rep = load_test(sb, n=args.load, concurrency=2 * args.workers, seed=0)
             print(f"load: {rep.requests} requests ({rep.hostile} hostile) from {2 * args.workers} threads on "
                   f"{args.workers} workers in {rep.seconds:.1f} s: lost={rep.lost} mismatched={rep.mismatched} "
-                  f"statuses={rep.by_status}")
-            done, seed, rounds = rep.requests + 2 * (args.n + 5), 1, [rep]
+                  f"benign_failed={rep.benign_failed} statuses={rep.by_status}")
+            done, seed, rounds = rep.requests, 1, [rep]  # executions on this pool
             while done < args.total:
                 r = load_test(sb, n=min(2000, args.total - done), concurrency=2 * args.workers, seed=seed)
                 rounds.append(r)
                 done += r.requests
                 seed += 1
+                print(f"  round {seed - 1}: {r.requests} requests in {r.seconds:.1f} s: lost={r.lost} "
+                      f"mismatched={r.mismatched} benign_failed={r.benign_failed}")
             time.sleep(1.0)
             last = idle_baseline(sb, settle_s=1.0)
             lost = sum(r.lost for r in rounds)
             mism = sum(r.mismatched for r in rounds)
             leaked = {k: getattr(last, k) - getattr(first, k) for k in
                       ("uid_procs", "worker_descendants", "open_fds", "tmp_entries", "shm_entries")}
+            failed = sum(r.benign_failed for r in rounds)
             print(f"census after {done} executions ({sum(r.hostile for r in rounds)} hostile): lost={lost} "
-                  f"mismatched={mism}; change since start: {leaked}; health={sb.health()}")
+                  f"mismatched={mism} benign_failed={failed}; change since start: {leaked}; health={sb.health()}")
+            for r in rounds:
+                for ex in r.examples:
+                    print(f"  {ex['kind']}: {ex['code'][:60]!r} -> {ex['result']['status']} "
+                          f"stdout={ex['result']['stdout'][:60]!r} ({ex['result']['duration_s']:.2f} s)")
             figures["load"] = {"first": dataclasses.asdict(rep.leaked_before_after[0]) | {"lost": rep.lost},
                                "requests": rep.requests, "hostile": rep.hostile, "lost_first": rep.lost,
                                "mismatched_first": rep.mismatched, "statuses_first": rep.by_status,
-                               "executions": done, "lost": lost, "mismatched": mism, "leaked": leaked}
+                               "executions": done, "lost": lost, "mismatched": mism, "benign_failed": failed,
+                               "leaked": leaked}
             ok = lost == 0 and mism == 0 and leaked["uid_procs"] <= 0 and leaked["tmp_entries"] <= 0 \
                 and leaked["shm_entries"] <= 0 and leaked["open_fds"] <= 0 and leaked["worker_descendants"] <= 0
     if args.json:

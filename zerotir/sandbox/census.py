@@ -125,52 +125,62 @@ class LoadReport:
     seconds: float
     leaked_before_after: tuple
     examples: list = field(default_factory=list)
-    """Up to 5 mismatched requests with their results (for diagnosis)."""
+    """Up to 5 mismatched or failed benign requests with their results (for diagnosis)."""
+    benign_failed: int = 0
 
 
 def load_test(sb, n: int = 2000, hostile_share: float = 0.12, concurrency: int = 8, seed: int = 0,
               timeout_s: float = 1.0) -> LoadReport:
-    """`n` mixed requests from `concurrency` threads; every benign one must echo its own nonce exactly."""
+    """`n` mixed requests from `concurrency` threads, each with its own nonce.
+
+    lost: calls that came back sandbox_error. mismatched: a result carrying another request's nonce, or a benign
+    call that finished 'ok' with anything but its exact expected output. benign_failed: benign calls that did not
+    finish 'ok' (on an overloaded machine a call can run past its timeout; that is a timeout, not a wrong result).
+    """
     rng = random.Random(seed)
     plan = []
     for i in range(n):
         nonce = f"{seed}-{i}-{rng.getrandbits(48):012x}"
         if rng.random() < hostile_share:
-            plan.append((nonce, rng.choice(HOSTILE), True))
+            plan.append((nonce, rng.choice(HOSTILE), None))
         else:
             kind = rng.randrange(3)
             if kind == 0:
-                code = f"print({nonce!r})"
+                code, want = f"print({nonce!r})", f"{nonce}\n"
             elif kind == 1:
-                code = f"import sympy\nn = {rng.randrange(2, 10**9)}\nf = sympy.factorint(n)\nprint({nonce!r}, n)"
+                k = rng.randrange(2, 10**9)
+                code, want = f"import sympy\nn = {k}\nf = sympy.factorint(n)\nprint({nonce!r}, n)", f"{nonce} {k}\n"
             else:
-                code = f"import numpy as np\na = np.arange({rng.randrange(1, 1000)})\nprint({nonce!r}, int(a.sum()))"
-            plan.append((nonce, code, False))
+                m = rng.randrange(1, 1000)
+                code = f"import numpy as np\na = np.arange({m})\nprint({nonce!r}, int(a.sum()))"
+                want = f"{nonce} {m * (m - 1) // 2}\n"
+            plan.append((nonce, code, want))
     before = idle_baseline(sb)
-    lost = mismatched = 0
+    lost = mismatched = benign_failed = 0
     by_status: dict = {}
     t0 = time.monotonic()
 
     def one(item):
-        nonce, code, hostile = item
-        return item, sb.run(code, timeout_s=timeout_s)
+        return item, sb.run(item[1], timeout_s=timeout_s)
 
     examples: list = []
     pattern = re.compile(rf"{seed}-\d+-[0-9a-f]{{12}}")
     with ThreadPoolExecutor(concurrency) as ex:
-        for (nonce, code, hostile), r in ex.map(one, plan):
+        for (nonce, code, want), r in ex.map(one, plan):
             by_status[r.status] = by_status.get(r.status, 0) + 1
             if r.status == "sandbox_error":
                 lost += 1
                 continue
-            seen = set(pattern.findall(r.stdout + r.stderr))
-            # Benign: ok and exactly its own nonce. Hostile: any outcome, but never another request's output.
-            if (not hostile and (r.status != "ok" or seen != {nonce})) or (hostile and seen):
-                mismatched += 1
-                if len(examples) < 5:
-                    examples.append({"nonce": nonce, "hostile": hostile, "code": code[:200], "result": r.to_dict()})
+            foreign = set(pattern.findall(r.stdout + r.stderr)) - {nonce}
+            bad = bool(foreign) or (want is not None and r.status == "ok" and r.stdout != want)
+            failed = want is not None and r.status != "ok"
+            mismatched += bad
+            benign_failed += failed and not bad
+            if (bad or failed) and len(examples) < 5:
+                examples.append({"nonce": nonce, "kind": "mismatched" if bad else "benign_failed",
+                                 "code": code[:200], "result": r.to_dict()})
     seconds = time.monotonic() - t0
     after = idle_baseline(sb, settle_s=1.0)
-    return LoadReport(requests=n, hostile=sum(h for _, _, h in plan), lost=lost, mismatched=mismatched,
+    return LoadReport(requests=n, hostile=sum(w is None for _, _, w in plan), lost=lost, mismatched=mismatched,
                       by_status=by_status, seconds=seconds, leaked_before_after=(before, after),
-                      examples=examples)
+                      examples=examples, benign_failed=benign_failed)
