@@ -164,3 +164,19 @@ def test_logprobs_match_full_forward_on_cuda(tiny_model_dir):
         n = len(r.context_ids)
         want = torch.stack([lp[n - 1 + i, t] for i, t in enumerate(o.token_ids)])
         assert torch.allclose(torch.tensor(o.raw_logprobs), want, atol=1e-3)  # TF32/kernel differences on GPU
+
+
+@pytest.mark.parametrize("arch", ["Llama", "Mistral", "Qwen2"])
+def test_architectures_with_grouped_kv_heads(tiny_tok, arch):
+    import transformers
+
+    cfg = getattr(transformers, f"{arch}Config")(vocab_size=len(tiny_tok), hidden_size=64, intermediate_size=128,
+                                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                 eos_token_id=tiny_tok.eos_token_id)
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{arch}ForCausalLM")(cfg).eval()
+    eng = HFEngine(model, tiny_tok, max_batch=2, seed=0)
+    reqs = [GenerationRequest(f"r{i}", ctx, SamplingParams(max_new_tokens=6 + 3 * i))
+            for i, ctx in enumerate(prompts(tiny_tok, 4))]
+    for r, o in zip(reqs, eng.generate(reqs)):
+        check_against_full_forward(model, r, o)

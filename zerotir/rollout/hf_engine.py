@@ -311,7 +311,8 @@ class HFEngine:
         allowed = key_pos[None, None, :] <= pos[:, :, None]                        # [B, q, kv_len]
         mask = torch.zeros(allowed.shape, dtype=self._dtype, device=self.device)
         mask = mask.masked_fill(~allowed, torch.finfo(self._dtype).min)[:, None]   # [B, 1, q, kv_len]
-        out = self._base(input_ids=ids, attention_mask={"full_attention": mask, "sliding_attention": mask},
+        # a 4D mask is used as-is by HF mask creation (Llama, Qwen2, Mistral, ...)
+        out = self._base(input_ids=ids, attention_mask=mask,
                          position_ids=pos, past_key_values=self._cache, use_cache=True)
         hidden = out.last_hidden_state[torch.arange(b, device=self.device), qlens - 1]
         return self._head(hidden).float()
