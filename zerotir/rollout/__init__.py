@@ -1,1 +1,8 @@
-"""zerotir.rollout"""
+"""zerotir.rollout: tool-integrated sampling.
+
+    templates.build_prompt / encode_prompt   problem text → prompt (zerotir | toy | chat)
+    hf_engine.HFEngine                       torch engine: own KV cache, continuous batching (engine.Engine contract)
+    tir.rollout / arollout                   problems → Trajectory records (tools overlapped with generation)
+    format                                   the tool-use text format shared with the toy corpus
+    sampling, textstream                     pure sampling functions; incremental detokenizer and stop detection
+"""

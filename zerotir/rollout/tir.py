@@ -311,12 +311,27 @@ def check_budgets(cfg: RolloutConfig, tokenizer: Any, max_tool_calls: int) -> No
                          f"marker ({need} tokens)")
 
 
+def _warn_positions(engine: Any, problems: list[Problem], cfg: RolloutConfig, tok: Any) -> None:
+    """Warn once per call when prompt + max_total_tokens can exceed the model's trained context length."""
+    limit = getattr(getattr(getattr(engine, "model", None), "config", None), "max_position_embeddings", None)
+    if not limit or not problems:
+        return
+    longest = max(len(encode_prompt(cfg.template, p.prompt, tok)[1]) for p in problems[:64])
+    if longest + cfg.max_total_tokens > limit:
+        from zerotir.telemetry import get_logger
+
+        get_logger("rollout").warning(
+            "prompt (%d tokens) + rollout.max_total_tokens (%d) exceeds the model's max_position_embeddings (%d): "
+            "positions past it are untrained", longest, cfg.max_total_tokens, limit)
+
+
 async def arollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConfig, *, n_samples: int,
                    max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
                    seed: int | None = None) -> list[Trajectory]:
     """Async form of `rollout` (for callers already inside an event loop)."""
     tok = engine.tokenizer
     check_budgets(cfg, tok, max_tool_calls)
+    _warn_positions(engine, problems, cfg, tok)
     version = engine.policy_version if policy_version is None else policy_version
     pump = EnginePump(engine)
     pump_task = asyncio.create_task(pump.run())
