@@ -139,3 +139,33 @@ def test_lora_checkpoint_roundtrip(tiny_model_dir, tiny_batch, tmp_path):
     merged, tok = load_model_and_tokenizer(latest_checkpoint(tmp_path) / "policy", "cpu")
     plain = Learner(tiny_cfg(tiny_model_dir), model=merged, tokenizer=tok)
     torch.testing.assert_close(plain.logprobs(batch), a.logprobs(batch), atol=1e-5, rtol=1e-4)
+
+
+def test_resolve_run_dir_for_resume(tmp_path, monkeypatch):
+    import time
+
+    import pytest
+
+    from zerotir.config import Config
+    from zerotir.train.loop import resolve_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    cfg = Config()
+    cfg.train.name = "exp"
+    for name, steps in (("exp-1", [2]), ("exp-2", [1, 3]), ("exp-3", []), ("other-1", [9])):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        for s in steps:
+            d = tmp_path / "runs" / name / "checkpoints" / f"step_{s:06d}"
+            d.mkdir(parents=True)
+            (d / "state.json").write_text("{}")
+            time.sleep(0.01)
+    run, ckpt = resolve_run_dir(cfg, True, None)  # newest run of this name that has a checkpoint
+    assert run.name == "exp-2" and ckpt.name == "step_000003"
+    run, ckpt = resolve_run_dir(cfg, "runs/exp-2/checkpoints/step_000001", None)
+    assert run.name == "exp-2" and ckpt.name == "step_000001"
+    run, ckpt = resolve_run_dir(cfg, "runs/exp-3", None)  # killed before its first checkpoint: start over there
+    assert run.name == "exp-3" and ckpt is None
+    with pytest.raises(FileNotFoundError, match="run directory not found"):
+        resolve_run_dir(cfg, "runs/nope", None)
+    with pytest.raises(FileExistsError, match="use --resume"):
+        resolve_run_dir(cfg, False, "runs/exp-1")
