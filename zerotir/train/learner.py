@@ -301,13 +301,16 @@ class Learner:
             # weights the accumulated gradient equals that of the loss aggregated over the whole minibatch.
             w = float(mask.sum()) / norm_tokens if a.loss_agg == "token_mean" else mb.size / norm_rows
             wt = float(mask.sum()) / norm_tokens
-            logits = self.response_logits(self.policy, mb)
-            logp = token_logprobs(logits, mb.response_ids, self.temperature)
+            # One fp32, temperature-scaled copy of the logits serves both the log-probs and the entropy.
+            logits = self.response_logits(self.policy, mb).float()
+            if self.temperature != 1.0:
+                logits = logits / self.temperature
+            logp = token_logprobs(logits, mb.response_ids)
             loss, st = policy_loss(logp, mb.old_logprobs, mb.advantages, mask, clip_low=a.clip_low,
                                    clip_high=a.clip_high, dual_clip=a.dual_clip, agg=a.loss_agg)
             total = loss
             with torch.set_grad_enabled(a.entropy_coef > 0):
-                ent = aggregate(entropy_from_logits(logits.float() / self.temperature), mask, a.loss_agg)
+                ent = aggregate(entropy_from_logits(logits), mask, a.loss_agg)
             if a.entropy_coef > 0:
                 total = total - a.entropy_coef * ent
             kl = torch.zeros(())
