@@ -9,7 +9,8 @@ Problems are rolled out in chunks of whole problems (all `samples` of a problem 
 `rollout_cfg.batch_size` trajectories per chunk); each chunk is scored right away and handed to `on_chunk`, which is
 how `zerotir eval` persists samples for resuming. Trajectories passed in `done` are reused, not re-generated: a
 problem whose sample indices 0..samples-1 are all in `done` is skipped. Chunk seeds depend only on `seed` and the
-chunk's position in `problems`, so a resumed run draws the same seeds for the chunks it still has to do.
+chunk's position in `problems`, so a resumed run draws the same seeds for the chunks it still has to do, and a
+tool-budget sweep samples every budget with the same seeds (responses agree until the budgets first differ).
 
 `summarize(problems, trajectories, samples)` turns scored trajectories into the report (pure; no model needed).
 """
