@@ -55,7 +55,8 @@ What it does NOT protect against:
     SETUID/SETGID/SYS_ADMIN/KILL) so that it can create namespaces and drop to per-context uids; it never runs
     model code. isolation='full' therefore needs root (and bubblewrap, libseccomp via pyseccomp).
   * isolation='rlimits': rlimits, a cleared environment, a private temp dir and process-group cleanup only (no
-    filesystem, network or pid isolation, no uid change). isolation='none': timeouts and output caps only.
+    filesystem, network or pid isolation, no uid change; a child that leaves the process group can outlive its call
+    until the zygote's orphan sweep). isolation='none': timeouts and output caps only.
 """
 
 from zerotir.sandbox.pool import ISOLATION_LEVELS, Sandbox, SandboxUnavailable, Session, check_isolation

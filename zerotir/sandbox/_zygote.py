@@ -211,6 +211,8 @@ def setup_context(uid, workdir):
     if FULL:
         prctl(PR_SET_DUMPABLE, 0)
         load_seccomp(SECCOMP_BPF)
+    else:  # no pid namespace to tear down: at least the context init dies with its zygote
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     os.chdir(workdir or "/tmp")
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir or "/tmp", "TMPDIR": workdir or "/tmp",
            "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
