@@ -42,9 +42,10 @@ def test_grouping_by_config_except_seed(tmp_path):
     runs = [load_run(write_run(tmp_path / f"t{s}", s, 2, steps=6)) for s in (0, 1, 2)]
     runs += [load_run(write_run(tmp_path / f"n{s}", s, 0, steps=6)) for s in (0, 1)]
     runs.append(load_run(write_run(tmp_path / "b4", 0, 4, steps=6)))
+    runs.append(load_run(write_run(tmp_path / "t3-short", 3, 2, steps=4)))  # constant LR: a shorter seed joins
     groups = group_runs(runs)
-    assert [len(g.runs) for g in groups] == [3, 2, 1]
-    assert groups[0].seeds == [0, 1, 2]
+    assert [len(g.runs) for g in groups] == [4, 2, 1]
+    assert groups[0].seeds == [0, 1, 2, 3]
     assert [g.label for g in groups] == ["rollout.max_tool_calls=2", "rollout.max_tool_calls=0 (no tools)",
                                          "rollout.max_tool_calls=4"]
     # a second differing key shows up in every label
@@ -56,8 +57,17 @@ def test_grouping_by_config_except_seed(tmp_path):
     cfg.train.steps = 6
     save_config(cfg, d / "config.yaml")
     labels = [g.label for g in group_runs(runs + [load_run(d)])]
+    assert len(labels) == 4
     assert labels[0] == "rollout.max_tool_calls=2, optim.lr=0.0001"
     assert labels[-1] == "rollout.max_tool_calls=2, optim.lr=0.0003"
+    # under a cosine schedule the run length changes the LR curve, so it splits groups
+    for name, steps in (("c1", 6), ("c2", 8)):
+        cfg = Config()
+        cfg.optim.schedule, cfg.train.steps = "cosine", steps
+        write_run(tmp_path / name, 0, 2, steps=steps)
+        save_config(cfg, tmp_path / name / "config.yaml")
+    cos = group_runs([load_run(tmp_path / "c1"), load_run(tmp_path / "c2")])
+    assert [g.label for g in cos] == ["train.steps=6", "train.steps=8"]
 
 
 def test_group_band_hand_computed(tmp_path):

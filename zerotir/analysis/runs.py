@@ -21,9 +21,11 @@ from scipy import stats
 
 IGNORED_KEYS: tuple[str, ...] = (
     "train.seed", "train.run_dir", "train.name", "logging.*", "model.device", "sandbox.url", "sandbox.token",
-    "sandbox.workers", "reward.verify_workers", "rollout.batch_size", "train.ray_address",
+    "sandbox.workers", "reward.verify_workers", "rollout.batch_size", "train.ray_address", "train.save_every",
+    "train.keep_checkpoints", "train.transcripts_every",
 )
-"""Config keys that do not define an experiment (a trailing '.*' ignores a whole section)."""
+"""Config keys that do not define an experiment (a trailing '.*' ignores a whole section). Also ignored:
+`train.steps` under a constant LR schedule, where a shorter run is a prefix of a longer one."""
 
 NOT_METRICS = ("step", "epoch", "policy_version")
 
@@ -136,8 +138,14 @@ def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
     return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in ignore)
 
 
+def effective_ignore(cfg: dict[str, Any], ignore: tuple[str, ...] = IGNORED_KEYS) -> tuple[str, ...]:
+    """`ignore`, plus train.steps when the LR schedule is constant (the run length then changes nothing else)."""
+    return ignore + ("train.steps",) if cfg.get("optim.schedule", "constant") == "constant" else ignore
+
+
 def experiment_key(cfg: dict[str, Any], ignore: tuple[str, ...] = IGNORED_KEYS) -> str:
-    return json.dumps({k: v for k, v in sorted(cfg.items()) if not _ignored(k, ignore)}, default=str)
+    ign = effective_ignore(cfg, ignore)
+    return json.dumps({k: v for k, v in sorted(cfg.items()) if not _ignored(k, ign)}, default=str)
 
 
 @dataclass
@@ -167,7 +175,8 @@ def group_runs(runs: list[Run], ignore: tuple[str, ...] = IGNORED_KEYS) -> list[
         buckets.setdefault(key, []).append(r)
     members = list(buckets.values())
     configured = [g for g in members if g[0].config]
-    keys = sorted({k for g in configured for k in g[0].config if not _ignored(k, ignore)})
+    keys = sorted({k for g in configured for k in g[0].config
+                   if not _ignored(k, effective_ignore(g[0].config, ignore))})
     differing = [k for k in keys if len({json.dumps(g[0].config.get(k), default=str) for g in configured}) > 1]
     differing.sort(key=lambda k: (k not in LABEL_FIRST, k))
     groups = []
