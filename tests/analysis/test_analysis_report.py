@@ -107,3 +107,19 @@ def test_cli(synthetic_runs, tmp_path):
                                                                                    "rollout/code_ratio"]
     bad = runner.invoke(app, ["analyze", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a run directory" in bad.output
+
+
+def test_final_values_compare_at_the_common_horizon(tmp_path):
+    from zerotir.analysis.report import final_value, horizon
+    from zerotir.analysis.runs import group_runs, load_run
+
+    runs = [load_run(write_run(tmp_path / "long", 0, 2, steps=30)), load_run(write_run(tmp_path / "short", 1, 2,
+                                                                                          steps=10))]
+    (g,) = group_runs(runs)  # constant LR: one group despite different lengths
+    assert horizon(runs, "reward/accuracy") == 10.0
+    at10 = final_value(g, "reward/accuracy", 10.0)
+    # last 10% of 10 steps = step 10 of each seed
+    expected = (runs[0].series["reward/accuracy"][10.0] + runs[1].series["reward/accuracy"][10.0]) / 2
+    assert at10["n"] == 2 and at10["mean"] == pytest.approx(expected)
+    assert at10["lo"] < at10["mean"] < at10["hi"]
+    assert final_value(g, "eval/accuracy", 4.0)["n"] == 0  # no eval before step 5

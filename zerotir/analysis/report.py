@@ -83,14 +83,23 @@ def _param_str(lf) -> str:
     return ", ".join(parts)
 
 
-def final_per_seed(group: Group, metric: str) -> list[float]:
-    """Each seed's average over its last 10% of logged steps (at least the last one)."""
+def horizon(runs: list[Run], metric: str) -> float | None:
+    """The last step every run that logs `metric` has reached: 'final' values are compared there, so a run still
+    going (or a shorter one) is not compared with a longer one at different points of training."""
+    last = [max(r.series[metric]) for r in runs if r.series.get(metric)]
+    return min(last) if last else None
+
+
+def final_per_seed(group: Group, metric: str, upto: float | None = None) -> list[float]:
+    """Each seed's average over its last 10% of logged steps up to step `upto` (at least the last one)."""
     per = []
     for r in group.runs:
         s = r.series.get(metric)
         if not s:
             continue
-        steps = sorted(s)
+        steps = sorted(k for k in s if upto is None or k <= upto)
+        if not steps:
+            continue
         tail = steps[-max(1, len(steps) // 10):]
         per.append(float(np.mean([s[k] for k in tail])))
     return per
@@ -109,11 +118,11 @@ def welch(a: list[float], b: list[float]) -> dict:
     return {"diff": d, "p": p if math.isfinite(p) else None}
 
 
-def final_value(group: Group, metric: str) -> dict:
-    """Across-seed mean and 95% CI of each seed's last-10%-of-steps average (the 'where it ended' number)."""
+def final_value(group: Group, metric: str, upto: float | None = None) -> dict:
+    """Across-seed mean and 95% CI of each seed's last-10%-of-steps average up to step `upto`."""
     from scipy import stats
 
-    per = final_per_seed(group, metric)
+    per = final_per_seed(group, metric, upto)
     if not per:
         return {"n": 0, "mean": None, "lo": None, "hi": None}
     m = float(np.mean(per))
@@ -163,6 +172,7 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
     offsets = {m: (float(x_offset) if x_offset is not None else
                    1.0 if min((k for r in runs for k in r.series.get(m, {})), default=1.0) <= 0 else 0.0)
                for m in present}
+    horizons = {m: horizon(runs, m) for m in present}
     shifted = [m for m in present if offsets[m]]
     x_desc = "x = training step"
     if shifted:
@@ -208,7 +218,7 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
                 continue
             sf = fit_series(x, y, n_boot=n_boot, seed=seed, x_offset=offsets[m])
             fitted[g.label][m] = sf
-            gres["metrics"][m] = {**sf.to_dict(), "final": final_value(g, m), "per_seed": per_seed_fits(g, m, sf)}
+            gres["metrics"][m] = {**sf.to_dict(), "final": {**final_value(g, m, horizons[m]), "at_step": horizons[m]}, "per_seed": per_seed_fits(g, m, sf)}
             panels.append((m, x, y, sf))
         means = {m: dict(zip(b["step"].tolist(), b["mean"].tolist()))
                  for m in present if len((b := group_band(g, m))["step"])}
@@ -288,22 +298,26 @@ def _comparison_blocks(groups: list[Group], present: list[str], plots: Path, out
     blocks.append(("p", ("Groups differ in: " + ", ".join(f"`{k}`" for k in diff_keys)) if diff_keys
                    else "A single configuration (seeds only)."))
     rows = []
+    all_runs = [r for g in groups for r in g.runs]
     for m in present:
-        cells = []
+        upto = horizon(all_runs, m)
+        cells = [_fmt(upto)]
         for g in groups:
-            f = final_value(g, m)
+            f = final_value(g, m, upto)
             ci = f" [{_fmt(f['lo'])}, {_fmt(f['hi'])}]" if f["lo"] is not None else ""
             cells.append(f"{_fmt(f['mean'])}{ci}" if f["n"] else "–")
-        ref = final_per_seed(groups[0], m)
+        ref = final_per_seed(groups[0], m, upto)
         for g in groups[1:]:
-            w = welch(ref, final_per_seed(g, m))
-            result.setdefault("differences", []).append({"metric": m, "group": g.label, "vs": groups[0].label, **w})
+            w = welch(ref, final_per_seed(g, m, upto))
+            result.setdefault("differences", []).append({"metric": m, "group": g.label, "vs": groups[0].label,
+                                                         "at_step": upto, **w})
             cells.append(f"{_fmt(w['diff'])} (p {_fmt_p(w['p'])})" if w["diff"] is not None else "–")
         rows.append([m] + cells)
-    blocks.append(("p", "Final value per group: mean over seeds of each seed's last-10%-of-steps average, 95% CI "
-                        "across seeds where there are ≥ 2. Δ columns: difference from the first group, Welch t-test "
-                        "p-value over seeds."))
-    blocks.append(("table", ["metric"] + [f"{g.label} (n={len(g.runs)})" for g in groups]
+    blocks.append(("p", "Final value per group at the common horizon (the last step every run has reached): mean "
+                        "over seeds of each seed's last-10%-of-steps average up to that step, 95% CI across seeds "
+                        "where there are ≥ 2. Δ columns: difference from the first group, Welch t-test p-value over "
+                        "seeds."))
+    blocks.append(("table", ["metric", "at step"] + [f"{g.label} (n={len(g.runs)})" for g in groups]
                    + [f"Δ {g.label}" for g in groups[1:]], rows))
     result["compare_plots"] = {}
     for m in present:
