@@ -39,12 +39,16 @@ def plot_compare(groups: list[Group], metric: str, path: Path) -> Path:
             s = r.series.get(metric, {})
             ax.plot(list(s), list(s.values()), ".", color=color, alpha=0.25, ms=3)
         band = group_band(g, metric, window=default_window(n))
-        ax.plot(band["step"], band["mean"], "-", color=color, lw=2, label=f"{g.label} (n={len(g.runs)})")
+        # Thick where every seed contributes, thin where only some have got that far (running or shorter runs).
+        full = band["n"] == band["n"].max()
+        ax.plot(band["step"], band["mean"], "-", color=color, lw=0.8)
+        ax.plot(band["step"], np.where(full, band["mean"], np.nan), "-", color=color, lw=2,
+                label=f"{g.label} (n={len(g.runs)})")
         if np.isfinite(band["lo"]).any():
             ax.fill_between(band["step"], band["lo"], band["hi"], color=color, alpha=0.2, lw=0)
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric}: mean over seeds, 95% CI band")
+    ax.set_title(f"{metric}: mean over seeds, 95% CI band (thin: not all seeds)", fontsize=10)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
