@@ -249,6 +249,8 @@ class TrainBatch:
     returns        [B, R] float  value targets (GAE only)
     values         [B, R] float  critic values at rollout time (GAE only)
     ref_logprobs   [B, R] float  reference-policy log-probs (only when a KL term is used)
+    behaviour_logprobs [B, R] float  rollout log-probs when old_logprobs were recomputed by the learner (off-policy
+                                     batches, truncated importance sampling); None otherwise (old = behaviour)
     """
 
     prompt_ids: Any
@@ -264,6 +266,7 @@ class TrainBatch:
     returns: Any = None
     values: Any = None
     ref_logprobs: Any = None
+    behaviour_logprobs: Any = None
 
     @property
     def size(self) -> int:

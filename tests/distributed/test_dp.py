@@ -32,7 +32,7 @@ def _loss(model, x, w):
 
 
 def _worker(rank, world, port, out_dir):
-    from zerotir.distributed.dp import broadcast_params, synced_clipping
+    from zerotir.distributed.dp import allreduce_grads, broadcast_params
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
@@ -43,8 +43,8 @@ def _worker(rank, world, port, out_dir):
     rows = list(range(7))[rank::world]
     weight = float(w[rows].sum() / w.sum())
     _loss(model, x[rows], w[rows]).backward()
-    with synced_clipping(weight):
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+    allreduce_grads(model.parameters(), weight)         # what Learner.update's grad_sync hook runs, before clipping
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
     torch.save({"grad": [p.grad.clone() for p in model.parameters()], "norm": float(norm),
                 "params": [p.detach().clone() for p in model.parameters()]}, f"{out_dir}/rank{rank}.pt")
     torch.distributed.destroy_process_group()

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from zerotir.config import Config
-from zerotir.types import Segment, Trajectory, collate
+from zerotir.types import Segment, Trajectory
 
 pytestmark = pytest.mark.integration
 
@@ -40,20 +40,16 @@ def _trajs(vocab: int, seed: int, n: int = 10) -> list[Trajectory]:
 
 
 def _reference(cfg, batches):
-    """The single-process update phase (as in zerotir.train.loop.train) on one Learner."""
-    from zerotir.algos.advantages import compute_advantages
+    """The single-process update phase (zerotir.train.loop.update_phase, as the local loop runs it) on one Learner.
+    With 2 minibatches the batch is off-policy: both sides recompute old log-probs and apply TIS."""
     from zerotir.train.learner import Learner
-    from zerotir.train.loop import seed_everything
-    from zerotir.train.stats import split_minibatches
+    from zerotir.train.loop import seed_everything, update_phase
 
     seed_everything(cfg.train.seed)
     learner = Learner(cfg)
     stats = []
     for step, kept in enumerate(batches, 1):
-        batch = collate(kept, learner.pad_id)
-        compute_advantages(batch, cfg.algo)
-        for idx in split_minibatches(batch.size, cfg.train.minibatches, (cfg.train.seed, step, 0)):
-            stats.append(learner.update(batch.select(idx)))
+        stats += update_phase(learner, kept, cfg, step)
     return learner, stats
 
 

@@ -51,3 +51,25 @@ def test_cli_prints_one_error_line(tiny_model_dir, tmp_path):
     assert "error:" in res.output and "field 'problem' is missing or empty" in res.output
     res = CliRunner().invoke(app, ["train", "--set", "train.nope=1"])
     assert res.exit_code == 2 and "unknown config key 'train.nope'" in res.output
+
+
+def test_backend_ray_hands_resume_and_run_dir_to_ray_train(tmp_path, monkeypatch):
+    """`zerotir train --backend ray` calls zerotir.distributed.ray_train(cfg, resume=..., run_dir=...) and prints
+    the run dir it returns (the training itself is covered by tests/distributed)."""
+    import zerotir.distributed
+    from zerotir.cli import app
+
+    calls = []
+
+    def fake_ray_train(cfg, run_dir=None, resume=False):  # records the wiring only
+        calls.append((cfg.train.backend, cfg.train.learners, run_dir, resume))
+        return tmp_path / "the-run"
+
+    monkeypatch.setattr(zerotir.distributed, "ray_train", fake_ray_train)
+    res = CliRunner().invoke(app, ["train", "--backend", "ray", "--learners", "2", "--run-dir", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert calls == [("ray", 2, str(tmp_path / "r"), False)]
+    assert f"run dir: {tmp_path / 'the-run'}" in res.output
+    res = CliRunner().invoke(app, ["train", "--backend", "ray", "--resume", str(tmp_path / "old")])
+    assert res.exit_code == 0, res.output
+    assert calls[-1][2:] == (None, str(tmp_path / "old"))

@@ -143,37 +143,25 @@ class LearnerWorker:
         return self.rank
 
     def update(self, kept: list[Trajectory], step: int) -> list[dict[str, float]]:
-        """The update phase on this rank's share; returns one combined stats dict per optimizer step."""
+        """The loop's update phase (`zerotir.train.loop.update_phase`) with each optimizer step run on this rank's
+        share of the minibatch, gradients all-reduced through `Learner.update`'s grad_sync hook; returns one
+        combined stats dict per optimizer step."""
         import torch.distributed as dist
 
-        from zerotir.algos.advantages import compute_advantages
-        from zerotir.distributed.dp import combine_stats, rank_batch, rank_rows, share, synced_clipping
-        from zerotir.train.stats import split_minibatches
-        from zerotir.types import collate
+        from zerotir.distributed.dp import allreduce_grads, combine_stats, rank_batch, rank_rows, share
+        from zerotir.train.loop import update_phase
 
-        if not kept:
-            return []
-        cfg, learner = self.cfg, self.learner
-        t, a = cfg.train, cfg.algo
-        batch = collate(kept, learner.pad_id)
-        if learner.use_kl:
-            batch.ref_logprobs = learner.ref_logprobs(batch)
-        if learner.critic is not None:
-            batch.values = learner.values(batch)
-        compute_advantages(batch, a)
-        out = []
-        for epoch in range(t.ppo_epochs):
-            for idx in split_minibatches(batch.size, t.minibatches, (t.seed, step, epoch)):
-                mb = batch.select(idx)
-                rows = rank_rows(range(mb.size), self.rank, self.world)
-                w, wt = share(mb, rows, a.loss_agg), share(mb, rows, "token_mean")
-                with synced_clipping(w):
-                    st = learner.update(rank_batch(mb, rows))
-                gathered: list[Any] = [None] * self.world
-                dist.all_gather_object(gathered, (st, w, wt))
-                out.append(combine_stats([g[0] for g in gathered], [g[1] for g in gathered],
-                                         [g[2] for g in gathered]))
-        return out
+        learner, agg = self.learner, self.cfg.algo.loss_agg
+
+        def synced_update(mb) -> dict[str, float]:
+            rows = rank_rows(range(mb.size), self.rank, self.world)
+            w, wt = share(mb, rows, agg), share(mb, rows, "token_mean")
+            st = learner.update(rank_batch(mb, rows), grad_sync=lambda params: allreduce_grads(params, w))
+            gathered: list[Any] = [None] * self.world
+            dist.all_gather_object(gathered, (st, w, wt))
+            return combine_stats([g[0] for g in gathered], [g[1] for g in gathered], [g[2] for g in gathered])
+
+        return update_phase(learner, kept, self.cfg, step, update=synced_update)
 
     def policy_state_dict(self) -> dict[str, Any]:
         """CPU copies of the policy weights (HF names) for the rollout engines."""

@@ -8,9 +8,8 @@ ranks gives the gradient of the mean over the whole minibatch — the single-pro
     sum_r (n_r / N) * grad(mean over rank r's rows) = grad(sum over all rows) / N
 
 The all-reduce must happen after the last micro-batch's backward and BEFORE gradient clipping (so the clip and the
-reported norm use the global gradient). `Learner.update` has no hook there, so `synced_clipping` routes its
-`torch.nn.utils.clip_grad_norm_` call through `allreduce_grads` for the duration of one update, inside the learner
-actor's own process. (A `grad_sync` hook on `Learner.update` would replace this; see the stage notes.)
+reported norm use the global gradient): the learner actor passes `lambda ps: allreduce_grads(ps, share_r)` as
+`Learner.update(..., grad_sync=...)`, which calls it exactly there (policy, then critic).
 
 A rank whose share of a minibatch is empty trains on one real row with its loss mask zeroed and share 0, so every
 rank runs the same collectives and the same optimizer step (ranks stay bit-identical).
@@ -21,7 +20,6 @@ learner actors instead: gradients are then reduce-scattered by FSDP itself and `
 
 from __future__ import annotations
 
-import contextlib
 from typing import Iterable, Sequence
 
 import torch
@@ -71,24 +69,6 @@ def allreduce_grads(params: Iterable[torch.Tensor], weight: float, group=None) -
         else:
             p.grad.copy_(g)
         off += n
-
-
-@contextlib.contextmanager
-def synced_clipping(weight: float, group=None):
-    """Within the block, every `torch.nn.utils.clip_grad_norm_(params, max_norm)` call first all-reduces those
-    params' gradients with `weight` (see module doc), then clips the global gradient as usual."""
-    original = torch.nn.utils.clip_grad_norm_
-
-    def clip(parameters, max_norm, *args, **kwargs):
-        params = list(parameters) if not isinstance(parameters, torch.Tensor) else [parameters]
-        allreduce_grads(params, weight, group)
-        return original(params, max_norm, *args, **kwargs)
-
-    torch.nn.utils.clip_grad_norm_ = clip
-    try:
-        yield
-    finally:
-        torch.nn.utils.clip_grad_norm_ = original
 
 
 def broadcast_params(module: torch.nn.Module, src: int = 0, group=None) -> None:

@@ -126,10 +126,10 @@ def ray_train(cfg: Config, run_dir: str | None = None, resume: str | bool = Fals
     import ray
 
     from zerotir.algos.filters import filter_trajectories
-    from zerotir.train.loop import (LOSS_KEYS, _cfg_dict, _filter_row, _known, _truncate_metrics, resolve_run_dir,
-                                    seed_everything, validate_inputs)
+    from zerotir.train.loop import (_cfg_dict, _truncate_metrics, resolve_run_dir, seed_everything, step_row,
+                                    validate_inputs)
     from zerotir.train.sinks import Sinks, write_transcripts
-    from zerotir.train.stats import PromptSampler, mean_stats, reward_metrics, rollout_metrics, staleness
+    from zerotir.train.stats import PromptSampler
 
     setup_logging(cfg.logging.level)
     hf_view = copy.deepcopy(cfg)
@@ -206,13 +206,9 @@ def ray_train(cfg: Config, run_dir: str | None = None, resume: str | bool = Fals
                 ev = {}
                 if eval_set and ((t.eval_every and step % t.eval_every == 0) or is_last):
                     ev = ray.get(topo.workers[0].evaluate.remote(eval_set, step))
-                sampled = sum(x.num_sampled_tokens for x in trajs)
-                row = {"step": step, "epoch": sampler.epoch, "policy_version": step,
-                       **rollout_metrics(trajs), **reward_metrics(trajs), **_known(scored), **staleness(kept, step - 1),
-                       **{k: 0.0 for k in LOSS_KEYS}, **mean_stats(update_stats), **_filter_row(fstats, len(kept)),
-                       "perf/rollout_seconds": t_roll, "perf/reward_seconds": t_rew, "perf/update_seconds": t_up,
-                       "perf/tokens_per_second": sampled / max(t_roll, 1e-9), **ev,
-                       "perf/step_seconds": time.perf_counter() - t0}
+                row = step_row(step, sampler.epoch, trajs, kept, scored, fstats, update_stats, ev,
+                               {"perf/rollout_seconds": t_roll, "perf/reward_seconds": t_rew,
+                                "perf/update_seconds": t_up}, t0)
                 writer.write(row)
                 sinks.write(row)
                 if t.transcripts_every and (step % t.transcripts_every == 0 or step == 1):

@@ -47,20 +47,20 @@ def train_command(
         return
     if cfg.train.backend == "ray":
         try:
-            from zerotir.distributed import ray_train  # type: ignore[attr-defined]
+            from zerotir.distributed import ray_train as run_training  # type: ignore[attr-defined]
         except ImportError:
             fail("train.backend=ray needs zerotir.distributed.ray_train (pip install 'zerotir[ray]')")
             return
-        ray_train(cfg)
-        return
-    if cfg.train.backend != "local":
+    elif cfg.train.backend == "local":
+        from zerotir.train.loop import train as run_training
+    else:
         fail(f"train.backend: unknown backend '{cfg.train.backend}' (local, ray)")
+        return
     from zerotir.data import DataError
     from zerotir.models import ModelError
-    from zerotir.train.loop import train
 
     try:
-        out = train(cfg, resume=resume_arg, run_dir=run_dir)
+        out = run_training(cfg, resume=resume_arg, run_dir=run_dir)
     except (DataError, ModelError, FileNotFoundError, FileExistsError, ValueError) as e:
         fail(str(e))
         return

@@ -104,6 +104,17 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return f
 
 
+def off_policy(cfg: Config) -> bool:
+    """Whether the update phase should recompute old log-probs with the learner and correct the rollout's
+    (behaviour) log-probs by truncated importance sampling: algo.tis_cap > 0 and the batch may come from another
+    policy than the learner's current one — async rollouts (staleness > 0), an engine other than the learner's own
+    forward (vLLM), or several optimizer steps per batch (ppo_epochs x minibatches > 1). Otherwise the rollout
+    log-probs are the PPO old log-probs and no extra forward runs."""
+    t = cfg.train
+    return cfg.algo.tis_cap > 0 and ((t.async_rollout and t.max_staleness > 0) or cfg.rollout.engine != "hf"
+                                     or t.ppo_epochs * t.minibatches > 1)
+
+
 # ----------------------------------------------------------------------------------------------------- critic
 
 
@@ -306,8 +317,11 @@ class Learner:
             if self.temperature != 1.0:
                 logits = logits / self.temperature
             logp = token_logprobs(logits, mb.response_ids)
+            # behaviour_logprobs is set only for off-policy batches (see `off_policy`): then old = the learner's own
+            # log-probs before this update phase and each token is weighted by min(old/behaviour, tis_cap).
             loss, st = policy_loss(logp, mb.old_logprobs, mb.advantages, mask, clip_low=a.clip_low,
-                                   clip_high=a.clip_high, dual_clip=a.dual_clip, agg=a.loss_agg)
+                                   clip_high=a.clip_high, dual_clip=a.dual_clip, agg=a.loss_agg,
+                                   behaviour_logprobs=mb.behaviour_logprobs, tis_cap=a.tis_cap)
             total = loss
             with torch.set_grad_enabled(a.entropy_coef > 0):
                 ent = aggregate(entropy_from_logits(logits), mask, a.loss_agg)

@@ -128,13 +128,11 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None) -
     """Run RL training per `cfg`; returns the run directory (config.yaml, metrics.jsonl, transcripts/, checkpoints/)."""
     setup_logging(cfg.logging.level)
     train_set, eval_set = validate_inputs(cfg)                       # bad inputs fail here, before any work
-    from zerotir.algos.advantages import compute_advantages
     from zerotir.algos.filters import filter_trajectories
     from zerotir.reward import RewardScorer
     from zerotir.sandbox import make_sandbox
     from zerotir.train.checkpoint import load_checkpoint, save_checkpoint
     from zerotir.train.learner import Learner
-    from zerotir.types import collate
 
     run, ckpt = resolve_run_dir(cfg, resume, run_dir)
     seed_everything(cfg.train.seed)
@@ -171,20 +169,9 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None) -
                 k2, f2 = filter_trajectories(more, a)
                 trajs, kept, t_roll, t_rew = trajs + more, kept + k2, t_roll + r2, t_rew + w2
                 fstats = {k: fstats.get(k, 0) + v for k, v in f2.items()}
-            # ---- collate → reference log-probs / critic values → advantages
-            update_stats: list[dict] = []
+            # ---- collate → reference log-probs / critic values → advantages → PPO epochs x minibatches
             t_up = time.perf_counter()
-            if kept:
-                batch = collate(kept, learner.pad_id)
-                if learner.use_kl:
-                    batch.ref_logprobs = learner.ref_logprobs(batch)
-                if learner.critic is not None:
-                    batch.values = learner.values(batch)
-                compute_advantages(batch, a)
-                # ---- PPO epochs x minibatches, one optimizer step each
-                for epoch in range(t.ppo_epochs):
-                    for idx in split_minibatches(batch.size, t.minibatches, (t.seed, step, epoch)):
-                        update_stats.append(learner.update(batch.select(idx)))
+            update_stats = update_phase(learner, kept, cfg, step)
             t_up = time.perf_counter() - t_up
             # ---- engine weight sync, periodic eval
             engine.update_weights(learner.policy_state_dict(), step)
@@ -193,13 +180,9 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None) -
             if eval_set and ((t.eval_every and step % t.eval_every == 0) or is_last):
                 ev = periodic_eval(eval_set, engine, sandbox, scorer, cfg, step)
             # ---- log one row with every name, transcripts, checkpoint
-            sampled = sum(x.num_sampled_tokens for x in trajs)
-            row = {"step": step, "epoch": sampler.epoch, "policy_version": step,
-                   **rollout_metrics(trajs), **reward_metrics(trajs), **_known(scored), **staleness(kept, step - 1),
-                   **{k: 0.0 for k in LOSS_KEYS}, **mean_stats(update_stats), **_filter_row(fstats, len(kept)),
-                   "perf/rollout_seconds": t_roll, "perf/reward_seconds": t_rew, "perf/update_seconds": t_up,
-                   "perf/tokens_per_second": sampled / max(t_roll, 1e-9), **ev,
-                   "perf/step_seconds": time.perf_counter() - t0}
+            row = step_row(step, sampler.epoch, trajs, kept, scored, fstats, update_stats, ev,
+                           {"perf/rollout_seconds": t_roll, "perf/reward_seconds": t_rew, "perf/update_seconds": t_up},
+                           t0)
             writer.write(row)
             sinks.write(row)
             if t.transcripts_every and (step % t.transcripts_every == 0 or step == 1):
@@ -207,6 +190,47 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None) -
             if (t.save_every and step % t.save_every == 0) or is_last:
                 save_checkpoint(run, step, learner, {"data_cursor": sampler.cursor}, keep=t.keep_checkpoints)
     return run
+
+
+def update_phase(learner, kept, cfg: Config, step: int, update=None) -> list[dict[str, float]]:
+    """collate → reference log-probs / critic values → advantages → (off-policy: the learner's own old log-probs,
+    rollout's as behaviour) → ppo_epochs x minibatches optimizer steps. Returns one stats dict per step.
+
+    update(minibatch) -> stats defaults to `learner.update`; data-parallel ranks pass their synced update."""
+    from zerotir.algos.advantages import compute_advantages
+    from zerotir.train.learner import off_policy
+    from zerotir.types import collate
+
+    if not kept:
+        return []
+    t = cfg.train
+    batch = collate(kept, learner.pad_id)
+    if learner.use_kl:
+        batch.ref_logprobs = learner.ref_logprobs(batch)
+    if learner.critic is not None:
+        batch.values = learner.values(batch)
+    compute_advantages(batch, cfg.algo)                 # KL-in-reward uses the rollout log-probs, so this comes first
+    if off_policy(cfg):
+        batch.behaviour_logprobs = batch.old_logprobs
+        batch.old_logprobs = learner.logprobs(batch) * batch.loss_mask
+    update = update or learner.update
+    stats = []
+    for epoch in range(t.ppo_epochs):
+        for idx in split_minibatches(batch.size, t.minibatches, (t.seed, step, epoch)):
+            stats.append(update(batch.select(idx)))
+    return stats
+
+
+def step_row(step: int, epoch: int, trajs, kept, scored: dict, fstats: dict, update_stats: list[dict], ev: dict,
+             perf: dict[str, float], t0: float) -> dict[str, float]:
+    """One metrics row with every name: rollout/reward/scorer/staleness/loss/filter metrics, perf timings
+    (perf holds perf/rollout_seconds, perf/reward_seconds, perf/update_seconds), eval, step seconds since t0."""
+    sampled = sum(x.num_sampled_tokens for x in trajs)
+    return {"step": step, "epoch": epoch, "policy_version": step,
+            **rollout_metrics(trajs), **reward_metrics(trajs), **_known(scored), **staleness(kept, step - 1),
+            **{k: 0.0 for k in LOSS_KEYS}, **mean_stats(update_stats), **_filter_row(fstats, len(kept)), **perf,
+            "perf/tokens_per_second": sampled / max(perf["perf/rollout_seconds"], 1e-9), **ev,
+            "perf/step_seconds": time.perf_counter() - t0}
 
 
 def _filter_row(fstats: dict, kept: int) -> dict[str, float]:
