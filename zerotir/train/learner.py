@@ -16,6 +16,11 @@ each micro-batch is trimmed to its own widths (no padding waste beyond the group
 accumulated with weights that make the sum over micro-batches equal the loss aggregated over the whole minibatch.
 
 Log-probs are taken from logits / rollout.temperature, the same distribution the behaviour log-probs came from.
+
+Off-policy batches (`off_policy(cfg)`: tis_cap > 0 and async staleness, a non-HF engine or several optimizer steps
+per batch): the update phase sets old_logprobs = `learner.logprobs(batch)` once before the PPO epochs and
+behaviour_logprobs = the rollout's; `update` then weights each token by min(old / behaviour, tis_cap). Otherwise
+behaviour_logprobs is None and the rollout log-probs are the PPO old log-probs (no extra forward).
 """
 
 from __future__ import annotations
