@@ -36,6 +36,7 @@ def test_full_report_on_synthetic_runs(synthetic_runs, tmp_path):
     # correlations present with raw and detrended values
     pair = next(c for c in tools["correlations"] if {c["a"], c["b"]} == {"reward/accuracy", "rollout/code_ratio"})
     assert pair["raw"]["spearman"] > 0.5 and pair["detrended"]["spearman"] is not None
+    assert set(tools["per_run_correlations"]) == {"tools-s0", "tools-s1"}
     # metric not in any run → note; partial last line → note
     assert any("eval/tool_calls_per_response" in n for n in res["notes"])
     assert any("partially written" in n for n in res["notes"])

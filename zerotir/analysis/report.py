@@ -220,9 +220,18 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
             fitted[g.label][m] = sf
             gres["metrics"][m] = {**sf.to_dict(), "final": {**final_value(g, m, horizons[m]), "at_step": horizons[m]}, "per_seed": per_seed_fits(g, m, sf)}
             panels.append((m, x, y, sf))
-        means = {m: dict(zip(b["step"].tolist(), b["mean"].tolist()))
-                 for m in present if len((b := group_band(g, m))["step"])}
+        # Group-mean series on the steps every seed has reached: where seeds drop out the mean jumps in every metric
+        # at once, which would pass for a correlated change.
+        means = {}
+        for m in present:
+            b = group_band(g, m)
+            full = b["n"] == b["n"].max() if len(b["n"]) else b["n"] > 0
+            if full.any():
+                means[m] = dict(zip(b["step"][full].tolist(), b["mean"][full].tolist()))
         gres["correlations"] = correlation_table(means, [m for m in present if m in means])
+        if len(g.runs) > 1:
+            gres["per_run_correlations"] = {r.name: correlation_table(r.series, [m for m in present if m in r.series])
+                                            for r in g.runs}
         result["groups"].append(gres)
         g_slug = f"g{gi}_{_slug(g.label)}"
         if panels:
@@ -353,9 +362,10 @@ def _group_blocks(g: Group, gres: dict, present: list[str]) -> list[tuple]:
     blocks.append(("table", ["metric", "law (✓ chosen)", "n", "parameters [95% CI]", "R²", "held-out RMSE",
                              "extrap. RMSE", "note"], rows))
     if gres["correlations"]:
-        blocks.append(("h", 3, "Correlations (group-mean series)"))
+        blocks.append(("h", 3, "Correlations (group-mean series, steps every seed has reached)"))
         blocks.append(("p", "Raw correlations of two trending series mostly reflect the shared trend; the "
-                            "detrended columns correlate first differences (step-to-step changes)."))
+                            "detrended columns correlate first differences (step-to-step changes). Per-run tables of "
+                            "multi-seed groups are in fits.json."))
         crow = []
         for c in gres["correlations"]:
             r, d = c["raw"], c["detrended"]
