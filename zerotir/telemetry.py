@@ -155,7 +155,8 @@ def setup_logging(level: str = "INFO") -> None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
-    logger.propagate = False
+    # Propagation stays on: the root logger has no handler in a CLI run (no duplicates), and test/embedding
+    # harnesses that listen on the root (pytest's caplog) still see zerotir's records.
     _CONFIGURED = True
 
 
