@@ -30,7 +30,7 @@ def test_build_base_is_an_hf_dir_and_seeded(tmp_path):
     sa, sb, sc = ma.state_dict(), mb.state_dict(), mc.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
-    assert ma.config.model_type == "llama" and tok.eos_token_id == ma.config.eos_token_id
+    assert ma.config.model_type == "qwen2" and tok.eos_token_id == ma.config.eos_token_id
     summary = json.loads((tmp_path / "a" / "build.json").read_text())
     assert summary["spec"]["steps"] == 3 and math.isfinite(summary["final_loss"])
 
