@@ -1002,36 +1002,34 @@ class Session:
             k = None
         return Session(self._sb, k if isinstance(k, _Kernel) else None)
 
-    def close(self) -> None:
+    def _claim_kernel(self) -> "_Kernel | None":
+        """Mark the session closed (once); return the kernel to release, or None when there is nothing to do."""
         if self._closed:
-            return
+            return None
         self._closed = True
         st = self._state
         k = st.kernel if st is not None else self._kernel0
-        if k is None or self._sb._closed:
-            return
+        return None if k is None or self._sb._closed else k
 
-        async def _close():
-            self._sb._pool.release(k)  # type: ignore[union-attr]
+    async def _release(self, k: "_Kernel") -> None:
+        self._sb._pool.release(k)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        k = self._claim_kernel()
+        if k is None:
+            return
         try:
-            self._sb._call(_close())
+            self._sb._call(self._release(k))
         except Exception:  # noqa: BLE001
             pass
 
     async def aclose(self) -> None:
         """`close` for async callers (does not block their loop)."""
-        if self._closed:
+        k = self._claim_kernel()
+        if k is None:
             return
-        self._closed = True
-        st = self._state
-        k = st.kernel if st is not None else self._kernel0
-        if k is None or self._sb._closed:
-            return
-
-        async def _close():
-            self._sb._pool.release(k)  # type: ignore[union-attr]
         try:
-            await self._sb._acall(_close())
+            await self._sb._acall(self._release(k))
         except Exception:  # noqa: BLE001
             pass
 

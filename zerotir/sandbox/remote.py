@@ -386,27 +386,31 @@ class RemoteSession:
         except Exception:  # noqa: BLE001 - a failed fork gives a fresh session (its first call will say so)
             return RemoteSession(self._c, None, base=self._base)
 
-    def close(self) -> None:
+    def _claim_sid(self) -> str | None:
+        """Mark the session closed (once); return the server-side id to delete, or None when there is none."""
         if self._closed:
-            return
+            return None
         self._closed = True
-        if self._sid is None or self._c._closed:
+        return None if self._sid is None or self._c._closed else self._sid
+
+    def _delete(self, sid: str):
+        return self._c._post(f"/v1/sessions/{sid}", None, timeout=30.0, method="DELETE", base=self._base)
+
+    def close(self) -> None:
+        sid = self._claim_sid()
+        if sid is None:
             return
         try:
-            self._c._call(self._c._post(f"/v1/sessions/{self._sid}", None, timeout=30.0, method="DELETE",
-                                        base=self._base))
+            self._c._call(self._delete(sid))
         except Exception:  # noqa: BLE001
             pass
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._sid is None or self._c._closed:
+        sid = self._claim_sid()
+        if sid is None:
             return
         try:
-            await self._c._acall(self._c._post(f"/v1/sessions/{self._sid}", None, timeout=30.0, method="DELETE",
-                                               base=self._base))
+            await self._c._acall(self._delete(sid))
         except Exception:  # noqa: BLE001
             pass
 
