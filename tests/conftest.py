@@ -38,3 +38,45 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from zerotir.models.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def write_problems_file(path: Path, n: int = 8) -> Path:
+    """n easy multiplication problems as a JSONL training/eval set."""
+    import json
+
+    rows = [{"id": f"q{i}", "problem": f"What is {i + 2} * {i + 3}?", "answer": str((i + 2) * (i + 3))}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def small_train_cfg(tmp_path):
+    """Factory: a Config for a few-step run of `model_dir` on 8 easy problems, sized for 2 CPU cores (tests adjust
+    what they study)."""
+    import shutil
+
+    from zerotir.config import Config
+
+    def make(model_dir: Path, steps: int = 3) -> "Config":
+        data = write_problems_file(tmp_path / "problems.jsonl")
+        cfg = Config()
+        cfg.model.path, cfg.model.device = str(model_dir), "cpu"
+        cfg.data.train, cfg.data.eval, cfg.data.eval_limit = str(data), str(data), 2
+        r = cfg.rollout
+        r.template, r.n_samples, r.max_new_tokens_per_turn, r.max_total_tokens, r.batch_size = "zerotir", 2, 12, 32, 8
+        r.max_tool_output_tokens = 16
+        cfg.sandbox.workers, cfg.sandbox.timeout_s = 1, 2.0
+        cfg.sandbox.isolation = "full" if shutil.which("bwrap") else "rlimits"
+        cfg.reward.verify_workers = 1
+        # A random tiny model almost never earns a reward; the entropy bonus and KL term give every step a gradient.
+        cfg.algo.name, cfg.algo.entropy_coef, cfg.algo.kl_coef = "grpo", 0.01, 0.05
+        cfg.optim.lr = 1e-3
+        t = cfg.train
+        t.steps, t.prompts_per_step, t.micro_batch_tokens, t.eval_every, t.save_every = steps, 2, 256, 2, 1
+        t.keep_checkpoints, t.transcripts_every = 10, 2
+        cfg.eval.samples, cfg.eval.max_tool_calls = 1, 1
+        cfg.logging.live = False
+        return cfg
+
+    return make

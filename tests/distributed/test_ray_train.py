@@ -4,7 +4,6 @@ runs and reports its staleness. Both are slow tier (ZEROTIR_SLOW=1): Ray actor s
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -24,32 +23,14 @@ COMPARED = ["reward/mean", "rollout/response_tokens", "rollout/total_tokens", "r
             "loss/is_ratio_mean", "optim/grad_norm", "rollout/staleness_max"]
 
 
-def _problems(path: Path, n: int = 8) -> Path:
-    rows = [{"id": f"q{i}", "problem": f"What is {i + 2} * {i + 3}?", "answer": str((i + 2) * (i + 3))}
-            for i in range(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _cfg(model_dir: Path, data: Path) -> Config:
-    cfg = Config()
-    cfg.model.path, cfg.model.device = str(model_dir), "cpu"
-    cfg.data.train, cfg.data.eval, cfg.data.eval_limit = str(data), str(data), 2
-    r = cfg.rollout
-    r.template, r.n_samples, r.max_new_tokens_per_turn, r.max_total_tokens, r.batch_size = "zerotir", 2, 12, 20, 8
-    r.max_tool_output_tokens = 16
-    cfg.sandbox.workers, cfg.sandbox.timeout_s = 1, 2.0
-    cfg.sandbox.isolation = "full" if shutil.which("bwrap") else "rlimits"
-    cfg.reward.verify_workers = 1
-    # A random tiny model almost never earns a reward; the entropy bonus and the KL term give every step a gradient.
-    cfg.algo.name, cfg.algo.entropy_coef, cfg.algo.kl_coef = "grpo", 0.01, 0.05
-    cfg.optim.lr = 1e-3
+def _cfg(small_train_cfg, model_dir: Path) -> Config:
+    """The shared tiny-run config, with 2 rollout workers, 2 learners and 2 minibatches (so ranks split work)."""
+    cfg = small_train_cfg(model_dir)
+    cfg.rollout.max_total_tokens = 20
     t = cfg.train
-    t.steps, t.prompts_per_step, t.minibatches, t.micro_batch_tokens = 3, 4, 2, 128
-    t.eval_every, t.save_every, t.keep_checkpoints, t.transcripts_every = 0, 1, 10, 0
+    t.prompts_per_step, t.minibatches, t.micro_batch_tokens = 4, 2, 128
+    t.eval_every, t.transcripts_every = 0, 0
     t.rollout_workers, t.learners = 2, 2
-    cfg.eval.samples, cfg.eval.max_tool_calls = 1, 1
-    cfg.logging.live = False
     return cfg
 
 
@@ -58,7 +39,7 @@ def _max_rel_diff(a: dict, b: dict, keys) -> float:
 
 
 @pytest.mark.slow
-def test_ray_sync_matches_single_process(tiny_model_dir, tmp_path):
+def test_ray_sync_matches_single_process(tiny_model_dir, tmp_path, small_train_cfg):
     """Slow tier: ~2.5-3.5 min on 2 shared cores (local run ~20 s; each Ray run: Ray start ~10 s, 4 actors start
     ~30-60 s, 3 steps ~4 s). The integration tier keeps tests/distributed/test_ray_learners.py (~45 s)."""
     pytest.importorskip("ray")
@@ -67,7 +48,7 @@ def test_ray_sync_matches_single_process(tiny_model_dir, tmp_path):
     from zerotir.distributed import ray_train
     from zerotir.train.loop import train
 
-    cfg = _cfg(tiny_model_dir, _problems(tmp_path / "p.jsonl"))
+    cfg = _cfg(small_train_cfg, tiny_model_dir)
     local = read_metrics(train(copy.deepcopy(cfg), run_dir=str(tmp_path / "local")) / "metrics.jsonl")
     dist_run = ray_train(copy.deepcopy(cfg), run_dir=str(tmp_path / "ray"))  # starts and stops its own local Ray
     rows = read_metrics(dist_run / "metrics.jsonl")
@@ -91,12 +72,12 @@ def test_ray_sync_matches_single_process(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_async_runs_one_version_stale(tiny_model_dir, tmp_path):
+def test_ray_async_runs_one_version_stale(tiny_model_dir, tmp_path, small_train_cfg):
     """~45 s: async mode with max_staleness 1 trains on trajectories one policy version old after step 1."""
     pytest.importorskip("ray")
     from zerotir.distributed import ray_train
 
-    cfg = _cfg(tiny_model_dir, _problems(tmp_path / "p.jsonl"))
+    cfg = _cfg(small_train_cfg, tiny_model_dir)
     cfg.train.async_rollout, cfg.train.max_staleness = True, 1
     rows = read_metrics(ray_train(cfg, run_dir=str(tmp_path / "async")) / "metrics.jsonl")
     assert [r["rollout/staleness_max"] for r in rows] == [0.0, 1.0, 1.0]

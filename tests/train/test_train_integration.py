@@ -1,10 +1,8 @@
 """End to end on the tiny model with the real sandbox, rollout, reward and algos: 3 steps change the parameters and
 write every metric; a run killed with SIGKILL mid-way resumes to exactly the uninterrupted run."""
 
-import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zerotir.config import Config, save_config
+from zerotir.config import save_config
 from zerotir.telemetry import read_metrics
 
 pytestmark = pytest.mark.integration
@@ -26,34 +24,6 @@ REQUIRED = ["reward/accuracy", "rollout/code_ratio", "rollout/tool_calls_per_res
             "rollout/tool_timeouts", "rollout/response_tokens", "rollout/tool_tokens", "loss/policy", "loss/kl",
             "loss/entropy", "loss/total", "loss/clip_fraction", "optim/grad_norm", "optim/lr", "perf/step_seconds",
             "perf/tokens_per_second"]
-
-
-def write_problems(path: Path, n: int = 8) -> Path:
-    rows = [{"id": f"q{i}", "problem": f"What is {i + 2} * {i + 3}?", "answer": str((i + 2) * (i + 3))}
-            for i in range(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def small_cfg(model_dir: Path, data: Path, steps: int = 3) -> Config:
-    cfg = Config()
-    cfg.model.path, cfg.model.device = str(model_dir), "cpu"
-    cfg.data.train, cfg.data.eval, cfg.data.eval_limit = str(data), str(data), 2
-    r = cfg.rollout
-    r.template, r.n_samples, r.max_new_tokens_per_turn, r.max_total_tokens, r.batch_size = "zerotir", 2, 12, 32, 8
-    r.max_tool_output_tokens = 16
-    cfg.sandbox.workers, cfg.sandbox.timeout_s = 1, 2.0
-    cfg.sandbox.isolation = "full" if shutil.which("bwrap") else "rlimits"
-    cfg.reward.verify_workers = 1
-    # A random tiny model almost never earns a reward; the entropy bonus and the KL term give every step a gradient.
-    cfg.algo.name, cfg.algo.entropy_coef, cfg.algo.kl_coef = "grpo", 0.01, 0.05
-    cfg.optim.lr = 1e-3
-    t = cfg.train
-    t.steps, t.prompts_per_step, t.micro_batch_tokens, t.eval_every, t.save_every = steps, 2, 256, 2, 1
-    t.keep_checkpoints, t.transcripts_every = 10, 2
-    cfg.eval.samples, cfg.eval.max_tool_calls = 1, 1
-    cfg.logging.live = False
-    return cfg
 
 
 def policy_weights(d: Path) -> dict:
@@ -78,11 +48,11 @@ def tool_model_dir(tmp_path_factory):
         torch.set_num_threads(n)
 
 
-def test_three_steps_change_parameters_and_log_every_metric(tool_model_dir, tmp_path):
+def test_three_steps_change_parameters_and_log_every_metric(tool_model_dir, tmp_path, small_train_cfg):
     """3 steps of the loop on a tiny model that writes code, with the real sandbox, verifier and algos."""
     from zerotir.train.loop import train
 
-    cfg = small_cfg(tool_model_dir, write_problems(tmp_path / "p.jsonl"))
+    cfg = small_train_cfg(tool_model_dir)
     r = cfg.rollout
     r.template, r.max_new_tokens_per_turn, r.max_total_tokens, r.n_samples = "toy", 40, 96, 4
     run = train(cfg, run_dir=str(tmp_path / "run"))
@@ -125,8 +95,8 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
 
 
-def test_sigkill_then_resume_is_identical_to_uninterrupted(tiny_model_dir, tmp_path):
-    cfg = small_cfg(tiny_model_dir, write_problems(tmp_path / "p.jsonl"), steps=4)
+def test_sigkill_then_resume_is_identical_to_uninterrupted(tiny_model_dir, tmp_path, small_train_cfg):
+    cfg = small_train_cfg(tiny_model_dir, steps=4)
     cfg.train.eval_every = 0
     cfg.data.eval = ""
     save_config(cfg, tmp_path / "cfg.yaml")
