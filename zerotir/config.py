@@ -212,6 +212,9 @@ class TrainConfig:
     """Optimizer steps per epoch (the batch is split into this many minibatches)."""
     micro_batch_tokens: int = 8192
     """Tokens per forward/backward micro-batch (gradient accumulation over micro-batches)."""
+    share_prompt_forward: bool = True
+    """Run each distinct prompt once per micro-batch and let its responses attend to its keys/values (same log-probs
+    and gradients as one row per response, up to float rounding; fewer tokens). Off with gradient checkpointing."""
     seed: int = 0
     """Seed for data order, sampling and initialisation."""
     run_dir: str = "runs/{name}-{time}"

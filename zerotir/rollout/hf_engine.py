@@ -85,6 +85,15 @@ class SlotCache:
                 k[dst, :, :length] = k[src, :, :length]
                 v[dst, :, :length] = v[src, :, :length]
 
+    def copy_rows(self, src: list[int], dst: list[int], length: int) -> None:
+        """Rows dst[i] := rows src[i] over positions 0..length-1 (one indexed copy per layer)."""
+        si = torch.tensor(src)
+        di = torch.tensor(dst)
+        for k, v in zip(self.k, self.v):
+            if k is not None:
+                k[di, :, :length] = k[si.to(k.device), :, :length]
+                v[di, :, :length] = v[si.to(v.device), :, :length]
+
     def save_row(self, row: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(k[row, :, :length].clone(), v[row, :, :length].clone()) for k, v in zip(self.k, self.v)
                 if k is not None]
@@ -166,7 +175,7 @@ class HFEngine:
         self._rows: list[_Seq] = []
         self._waiting: deque[GenerationRequest] = deque()
         self._parked: OrderedDict[str, _Parked] = OrderedDict()
-        self.stats = {"forward_tokens": 0, "reused_tokens": 0, "steps": 0, "forwards": 0}
+        self.stats = {"forward_tokens": 0, "reused_tokens": 0, "shared_prefill_tokens": 0, "steps": 0, "forwards": 0}
 
     # ------------------------------------------------------------------ contract
     def add_request(self, request: GenerationRequest) -> None:
@@ -241,15 +250,20 @@ class HFEngine:
         self.stats["steps"] += 1
         sampled: list[tuple[int, int, float, float]] = []  # (row, token, logprob, raw)
         n_old = len(self._rows)
-        joiners = []
-        while self._waiting and len(self._rows) < self.max_batch:
-            joiners.append(self._admit(self._waiting.popleft()))   # fills rows n_old.. (cache reuse included)
+        admitted = []
+        while self._waiting and n_old + len(admitted) < self.max_batch:
+            req = self._waiting.popleft()
+            admitted.append((req, self._seed_for(req)))  # seeds drawn in arrival order, whatever the row order
+        leaders, followers = self._split_shared_contexts(admitted)
+        joiners = [self._admit(req, seed) for req, seed in leaders]  # rows n_old.. (cache reuse included)
+        n_lead = len(self._rows)
         feeds = [[s.tokens[-1]] for s in self._rows[:n_old]] + [s.request.context_ids[s.kv_len:] for s in joiners]
         q = max((len(f) for f in feeds), default=0)
         if n_old and joiners and len(feeds) * q - sum(len(f) for f in feeds) <= self.merge_pad_tokens:
             groups = [(0, len(feeds))]          # one forward: decode rows padded to the joiners' length
         else:
             groups = [(0, n_old), (n_old, len(feeds))]
+        lead_logits: dict[int, torch.Tensor] = {}  # joiner row → its last-position logits (for its followers)
         for r0, r1 in groups:
             if r1 <= r0:
                 continue
@@ -263,6 +277,10 @@ class HFEngine:
                 s.kv_len += len(f)
             self.stats["forward_tokens"] += sum(len(f) for f in part)
             sampled += self._sample(r0, logits)
+            if followers:
+                lead_logits.update({r0 + i: logits[i] for i in range(max(0, n_old - r0), r1 - r0)})
+        if followers:
+            sampled += self._join_followers(followers, n_old, lead_logits)
         finished: list[GenerationOutput] = []
         done_rows = []
         for row, tok, lp, raw in sampled:
@@ -278,9 +296,42 @@ class HFEngine:
             self._remove_rows(done_rows, park={i for i, o in zip(done_rows, finished) if o.finish_reason == "stop"})
         return finished
 
-    def _admit(self, req: GenerationRequest) -> _Seq:
+    def _seed_for(self, req: GenerationRequest) -> int:
+        return req.params.seed if req.params.seed is not None else self._rng.getrandbits(63)
+
+    def _split_shared_contexts(self, admitted: list[tuple[GenerationRequest, int]]
+                               ) -> tuple[list[tuple[GenerationRequest, int]], list[tuple[GenerationRequest, int, int]]]:
+        """Requests joining together with the same context (the G samples of one prompt) are prefilled once: the
+        first is a leader (forwarded), the others follow it (its cache row and logits are copied). Returns
+        (leaders, followers as (request, seed, index of the leader)). A request continuing a parked cache leads."""
+        leaders: list[tuple[GenerationRequest, int]] = []
+        followers: list[tuple[GenerationRequest, int, int]] = []
+        first: dict[tuple[int, ...], int] = {}
+        for req, seed in admitted:
+            key = tuple(req.context_ids)
+            resumes = getattr(req, "prefix_of", None) in self._parked
+            if key in first and not resumes:
+                followers.append((req, seed, first[key]))
+                continue
+            first.setdefault(key, len(leaders))
+            leaders.append((req, seed))
+        return leaders, followers
+
+    def _join_followers(self, followers: list[tuple[GenerationRequest, int, int]], n_old: int,
+                        lead_logits: dict[int, torch.Tensor]) -> list[tuple[int, int, float, float]]:
+        """Admit followers after the leaders' forward: copy each leader's cache row, sample from its logits."""
+        first_row = len(self._rows)
+        lead_rows = [n_old + j for _, _, j in followers]
+        seqs = [self._admit(req, seed) for req, seed, _ in followers]
+        length = max(self._rows[r].kv_len for r in lead_rows)
+        self._cache.copy_rows(lead_rows, list(range(first_row, first_row + len(seqs))), length)
+        for s, r in zip(seqs, lead_rows):
+            s.kv_len = self._rows[r].kv_len
+        self.stats["shared_prefill_tokens"] += sum(s.kv_len for s in seqs)
+        return self._sample(first_row, torch.stack([lead_logits[r] for r in lead_rows]))
+
+    def _admit(self, req: GenerationRequest, seed: int) -> _Seq:
         p = req.params
-        seed = p.seed if p.seed is not None else self._rng.getrandbits(63)
         gen = None
         if p.temperature > 0:
             gen = torch.Generator(device=self.device)

@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from zerotir.config import Config
+from zerotir.train.shared_prefix import shared_prompt_logits
 from zerotir.types import TrainBatch
 
 # ----------------------------------------------------------------------------------------------- pure helpers
@@ -63,21 +64,37 @@ def trim_batch(batch: TrainBatch) -> TrainBatch:
     return TrainBatch(**fields)
 
 
-def plan_micro_batches(prompt_lens: Sequence[int], response_lens: Sequence[int], max_tokens: int) -> list[list[int]]:
-    """Group row indices into micro-batches, longest first, so that each group's padded size
-    rows x (max prompt len + max response len) stays within `max_tokens` (a row longer than that goes alone).
+def plan_micro_batches(prompt_lens: Sequence[int], response_lens: Sequence[int], max_tokens: int,
+                       prompt_keys: Sequence[Any] | None = None) -> list[list[int]]:
+    """Group row indices into micro-batches, longest first, so that each group's padded size stays within
+    `max_tokens` (a row longer than that goes alone).
 
+    Without prompt_keys the padded size is rows x (max prompt len + max response len). With prompt_keys (rows with
+    equal keys share a prompt, run once by the shared-prompt forward) rows of one prompt are kept together and the
+    size is distinct prompts x max prompt len + rows x max response len.
     Sorting by length keeps rows of similar length together, which is where the padding waste goes away."""
-    order = sorted(range(len(prompt_lens)), key=lambda i: (-(prompt_lens[i] + response_lens[i]), i))
+    n = len(prompt_lens)
+    keys = list(range(n)) if prompt_keys is None else list(prompt_keys)
+    key_no: dict[Any, int] = {}     # keys by first appearance: a stable tie-break that keeps a prompt's rows adjacent
+    longest: dict[Any, int] = {}
+    for i in range(n):
+        key_no.setdefault(keys[i], len(key_no))
+        longest[keys[i]] = max(longest.get(keys[i], 0), prompt_lens[i] + response_lens[i])
+    order = sorted(range(n), key=lambda i: (-longest[keys[i]], key_no[keys[i]], -(prompt_lens[i] + response_lens[i]),
+                                            i))
     groups: list[list[int]] = []
     cur: list[int] = []
+    cur_keys: set[Any] = set()
     mp = mr = 0
     for i in order:
         np_, nr = max(mp, prompt_lens[i]), max(mr, response_lens[i])
-        if cur and (len(cur) + 1) * (np_ + nr) > max_tokens:
+        nk = len(cur_keys | {keys[i]})
+        size = nk * np_ + (len(cur) + 1) * nr if prompt_keys is not None else (len(cur) + 1) * (np_ + nr)
+        if cur and size > max_tokens:
             groups.append(cur)
-            cur, np_, nr = [], prompt_lens[i], response_lens[i]
+            cur, cur_keys, np_, nr = [], set(), prompt_lens[i], response_lens[i]
         cur.append(i)
+        cur_keys.add(keys[i])
         mp, mr = np_, nr
     if cur:
         groups.append(cur)
@@ -166,6 +183,9 @@ class Learner:
         self._prepare_train_mode(model)
         self.policy = model
         self._keep_ok = _accepts_logits_to_keep(model)
+        # HF turns the cache off under gradient checkpointing, and the shared-prompt forward passes keys through it
+        self.share_prompt = cfg.train.share_prompt_forward and not cfg.model.gradient_checkpointing
+        self._mask_dtype = torch.bfloat16 if cfg.model.autocast_bf16 else next(model.parameters()).dtype
 
         self.critic: ValueModel | None = None
         if cfg.algo.name == "gae":
@@ -236,6 +256,10 @@ class Learner:
 
     def response_logits(self, model, mb: TrainBatch) -> torch.Tensor:
         """[b, R, V] logits predicting each response token (only the positions needed are projected to vocab)."""
+        if self.share_prompt and _has_shared_prompts(mb):
+            with self._autocast():
+                return shared_prompt_logits(model, mb.prompt_ids, mb.prompt_mask, mb.response_ids, self._mask_dtype,
+                                            self._keep_ok)
         ids, attn, pos = self._inputs(mb)
         r = mb.response_ids.shape[1]
         kw = {"logits_to_keep": r + 1} if self._keep_ok else {}
@@ -246,7 +270,8 @@ class Learner:
     def _micro_batches(self, batch: TrainBatch) -> tuple[list[TrainBatch], list[list[int]]]:
         plens = batch.prompt_mask.sum(1).tolist()
         rlens = batch.response_mask.sum(1).tolist()
-        groups = plan_micro_batches(plens, rlens, self.cfg.train.micro_batch_tokens)
+        keys = _prompt_keys(batch) if self.share_prompt else None
+        groups = plan_micro_batches(plens, rlens, self.cfg.train.micro_batch_tokens, keys)
         return [trim_batch(batch.select(torch.tensor(g, dtype=torch.long))) for g in groups], groups
 
     @torch.no_grad()
@@ -442,6 +467,16 @@ class Learner:
             self.critic.load_state_dict(st["critic"])
             self.critic_optimizer.load_state_dict(st["critic_optimizer"])
             self.critic_scheduler.load_state_dict(st["critic_scheduler"])
+
+
+def _prompt_keys(batch: TrainBatch) -> list[tuple[int, ...]]:
+    """Each row's real prompt tokens (rows with equal keys share one prompt pass)."""
+    return [tuple(t for t, m in zip(ids, mask) if m) for ids, mask in
+            zip(batch.prompt_ids.tolist(), batch.prompt_mask.tolist())]
+
+
+def _has_shared_prompts(mb: TrainBatch) -> bool:
+    return mb.size > 1 and len(set(_prompt_keys(mb))) < mb.size
 
 
 def _strip_peft(key: str) -> str:
