@@ -180,3 +180,31 @@ def test_architectures_with_grouped_kv_heads(tiny_tok, arch):
             for i, ctx in enumerate(prompts(tiny_tok, 4))]
     for r, o in zip(reqs, eng.generate(reqs)):
         check_against_full_forward(model, r, o)
+
+
+@pytest.mark.parametrize("max_batch,merge", [(12, 0), (12, 10**6), (5, 64)])
+def test_group_samples_share_one_prefill_exactly(tiny_model, max_batch, merge):
+    """3 prompts x 4 seeded samples: with prefill sharing, only the first of each prompt's samples joining in a step
+    is forwarded; the outputs equal the unshared engine's and a fresh full forward's."""
+    model, tok = tiny_model
+    ctxs = prompts(tok, 3)
+
+    def run(share):
+        eng = HFEngine(model, tok, max_batch=max_batch, merge_pad_tokens=merge, share_prefill=share)
+        reqs = [GenerationRequest(f"p{i}s{k}", c, SamplingParams(max_new_tokens=6 + 3 * k, seed=10 * i + k,
+                                                                temperature=0.9))
+                for i, c in enumerate(ctxs) for k in range(4)]
+        return reqs, eng.generate(reqs), eng.stats
+
+    reqs, shared, st = run(True)
+    _, plain, st0 = run(False)
+    assert st0["shared_prefill_tokens"] == 0 and st["shared_prefill_tokens"] > 0
+    # every shared prefill token is one the unshared engine forwarded
+    assert st["forward_tokens"] + st["shared_prefill_tokens"] == st0["forward_tokens"]
+    if max_batch == 12:   # all 12 join in the first step: 3 leaders, 9 followers
+        assert st["shared_prefill_tokens"] == sum(3 * len(c) for c in ctxs)
+    for r, a, b in zip(reqs, shared, plain):
+        assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+        assert torch.allclose(torch.tensor(a.raw_logprobs), torch.tensor(b.raw_logprobs), atol=1e-5)
+        check_against_full_forward(model, r, a)
+    assert len({tuple(o.token_ids) for o in shared[:4]}) > 1   # the samples of one prompt still differ

@@ -51,3 +51,39 @@ def tiny_batch(tiny_model_dir):
     g = torch.Generator().manual_seed(0)
     b.advantages = torch.randn(b.response_ids.shape, generator=g) * b.loss_mask
     return trajs, b
+
+
+def grouped_trajs(n_prompts: int, group: int, vocab: int, seed: int = 0) -> list[Trajectory]:
+    """`group` responses per prompt (GRPO-shaped), prompts of different lengths, some responses with a tool
+    segment (mask 0) in the middle."""
+    rng = random.Random(seed)
+    out = []
+    for g in range(n_prompts):
+        prompt = [rng.randrange(2, vocab) for _ in range(rng.randint(3, 12))]
+        for k in range(group):
+            lr = rng.randint(1, 14)
+            resp = [rng.randrange(2, vocab) for _ in range(lr)]
+            mask = [1] * lr
+            segs = [Segment("model", 0, lr)]
+            if lr >= 6 and k % 2 == 0:
+                mask[2:4] = [0, 0]
+                segs = [Segment("model", 0, 2), Segment("tool", 2, 4), Segment("model", 4, lr)]
+            lps = [(-rng.random() * 3 if m else 0.0) for m in mask]
+            out.append(Trajectory(problem_id=f"p{g}", prompt_ids=prompt, response_ids=resp, loss_mask=mask,
+                                  logprobs=lps, raw_logprobs=list(lps), segments=segs, group_id=g, sample_index=k,
+                                  reward=float(rng.random() > 0.5)))
+    for t in out:
+        t.validate()
+    return out
+
+
+@pytest.fixture
+def grouped_batch(tiny_model_dir):
+    from zerotir.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    trajs = grouped_trajs(3, 4, len(tok), seed=2)
+    b = collate(trajs, tok.pad_token_id)
+    g = torch.Generator().manual_seed(0)
+    b.advantages = torch.randn(b.response_ids.shape, generator=g) * b.loss_mask
+    return trajs, b

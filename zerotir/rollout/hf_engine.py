@@ -6,7 +6,8 @@ requests are rows 0..n-1), so one decode step is one forward of n rows × 1 toke
 per-row position ids. A finished request frees its row (the last row moves into the hole); a waiting request joins
 by a prefill forward into a fresh row. A request that stopped on a stop string (typically a python block waiting
 for its tool) parks its cache; the continuation (`GenerationRequest.prefix_of`) reuses it and only prefills the
-inserted tokens.
+inserted tokens. Requests that join together with the same context (a prompt's G samples) are prefilled once: the
+other rows copy the first one's cache row and last logits.
 
 Works with any HF causal LM whose attention layers call `past_key_values.update(k, v, layer_idx)` and accept a
 prepared mask mapping (Llama, Qwen2, Mistral, ...). Log-probs: see `zerotir.rollout.engine`; the forward runs in the
@@ -144,10 +145,13 @@ class HFEngine:
     compute outweighs the saved per-forward overhead beyond a few dozen tokens.
     cpu_threads: torch intra-op threads during `step` on CPU (restored after). None: 1 for small models (< 50M
     parameters), whose tiny matmuls gain nothing from threads and lose up to 10× when cores are shared; else unchanged.
+    share_prefill: requests that join in the same step with the same context (the G samples of a prompt) are
+    prefilled once and the others copy that cache row and its logits (identical results, G× less prefill).
     """
 
     def __init__(self, model: Any, tokenizer: Any, max_batch: int = 64, device: str | None = None, seed: int = 0,
-                 max_parked: int | None = None, cpu_threads: int | None = None, merge_pad_tokens: int = 64):
+                 max_parked: int | None = None, cpu_threads: int | None = None, merge_pad_tokens: int = 64,
+                 share_prefill: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.device = torch.device(device) if device else next(model.parameters()).device
@@ -162,6 +166,7 @@ class HFEngine:
         self.eos_token_id = int(eos)
         self.max_batch = max_batch
         self.merge_pad_tokens = merge_pad_tokens
+        self.share_prefill = share_prefill
         self.max_parked = 2 * max_batch if max_parked is None else max_parked
         self._rng = random.Random(seed)
         self._version = 0
@@ -310,7 +315,7 @@ class HFEngine:
         for req, seed in admitted:
             key = tuple(req.context_ids)
             resumes = getattr(req, "prefix_of", None) in self._parked
-            if key in first and not resumes:
+            if self.share_prefill and key in first and not resumes:
                 followers.append((req, seed, first[key]))
                 continue
             first.setdefault(key, len(leaders))

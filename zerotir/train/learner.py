@@ -15,6 +15,10 @@ Micro-batches: rows are sorted by real length and grouped so that rows x padded 
 each micro-batch is trimmed to its own widths (no padding waste beyond the group's longest row). Gradients are
 accumulated with weights that make the sum over micro-batches equal the loss aggregated over the whole minibatch.
 
+Shared prompts (train.share_prompt_forward, default on): the planner keeps a prompt's rows in one micro-batch and
+`shared_prompt_logits` runs each distinct prompt once, its responses attending to its keys/values — the same
+log-probs and gradients as one row per response, for U·P + B·R instead of B·(P + R) tokens (U distinct prompts).
+
 Log-probs are taken from logits / rollout.temperature, the same distribution the behaviour log-probs came from.
 
 Off-policy batches (`off_policy(cfg)`: tis_cap > 0 and async staleness, a non-HF engine or several optimizer steps
