@@ -3,7 +3,9 @@
 Same tiny model (random Qwen2-style, built here), same prompts (our template's rendered text is given to TRL as its
 prompt, so both see the same prompt tokens), same group size, same response budget, GRPO advantages, no KL,
 clip 0.2/0.28, token-mean loss, fp32 on the same device, the same reward function (zerotir's RewardScorer).
-Rounds alternate (ours, TRL, ours, TRL, ...) so background load hits both alike; each round times the second step of
+Where ours saves work: the engine prefills a prompt once for its G samples (the other rows copy its cache) and the
+learner runs each distinct prompt once per micro-batch (responses attend to its keys/values; same gradient); TRL runs
+every prompt G times in both. Rounds alternate (ours, TRL, ours, TRL, ...) so background load hits both alike; each round times the second step of
 a fresh run (the first carries one-off warm-up). Reported: median wall seconds per step and median CPU seconds of
 this process per step (process_time: all threads; the verifier pool is shared and outside both) — on a loaded
 shared machine the CPU figure is the stable one — plus the generate+reward / update breakdown and tokens per second.
