@@ -17,6 +17,7 @@ model's dtype and logits are turned into log-probs in float32.
 from __future__ import annotations
 
 import random
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +110,70 @@ class SlotCache:
         return self._kv_len
 
 
+class ThreadTuner:
+    """Chooses torch's intra-op thread count for CPU engine steps by measuring, and re-measures as load changes.
+
+    Why: for small models, two threads decode ~1.5x faster than one on an idle 2-core machine, but up to 10x slower
+    when other processes hold the cores (OpenMP threads wait on each other). Neither fixed choice fits a shared CPU.
+
+    A probe: the candidates take turns (interleaved, so drifting load and batch size hit all alike) for
+    `warm + probe_steps` decode-only steps each; the first `warm` of each are dropped (thread pool start, new
+    kernels, cache growth: measured up to 50x slower), and the lowest median seconds per row wins. Steps that also
+    prefill run but are not measured (their cost is not comparable). The next probe comes `every` steps later; each
+    probe that confirms the choice doubles the interval (up to `max_every`), so a settled machine pays little.
+    Thread count changes how fast, not what is computed.
+    """
+
+    def __init__(self, candidates: list[int], probe_steps: int = 3, every: int = 128, max_every: int = 2048):
+        self.candidates = sorted(set(candidates))
+        self.probe_steps = probe_steps
+        self.every = self.interval = every
+        self.max_every = max_every
+        self.best = self.candidates[0]
+        self.probes = 0
+        self._schedule: list[int] = []
+        self._samples: dict[int, list[float]] = {}
+        self._warm = 0
+        self._since_probe = 0
+        self._start_probe(warm=2)
+
+    def _start_probe(self, warm: int) -> None:
+        self._warm = warm
+        self._schedule = self.candidates * (warm + self.probe_steps) if len(self.candidates) > 1 else []
+        self._samples = {c: [] for c in self.candidates}
+        self._since_probe = 0
+
+    @property
+    def probing(self) -> bool:
+        return bool(self._schedule)
+
+    def threads(self) -> int:
+        """Thread count for the next step."""
+        return self._schedule[0] if self._schedule else self.best
+
+    def record(self, threads: int, seconds: float, rows: int, decode_only: bool) -> None:
+        """Report a finished step run with `threads` (seconds of wall time, rows decoded)."""
+        if not self._schedule:
+            self._since_probe += 1
+            if self._since_probe >= self.interval and len(self.candidates) > 1:
+                self._start_probe(warm=1)
+            return
+        if not (decode_only and rows > 0 and threads == self._schedule[0]):
+            return
+        self._samples[threads].append(seconds / rows)
+        self._schedule.pop(0)
+        if self._schedule:
+            return
+        med = {}
+        for c, v in self._samples.items():
+            kept = sorted(v[self._warm:])
+            med[c] = kept[len(kept) // 2]
+        best = min(med, key=med.get)
+        self.interval = min(2 * self.interval, self.max_every) if self.probes and best == self.best else self.every
+        self.best = best
+        self.probes += 1
+
+
 @dataclass
 class _Seq:
     request: GenerationRequest
@@ -143,8 +208,9 @@ class HFEngine:
     merge_pad_tokens: when requests join, decode rows are padded into the joiners' prefill forward (one forward
     instead of two) if that adds at most this many padded tokens. Kept small: measured on the 2-core CPU, padded
     compute outweighs the saved per-forward overhead beyond a few dozen tokens.
-    cpu_threads: torch intra-op threads during `step` on CPU (restored after). None: 1 for small models (< 50M
-    parameters), whose tiny matmuls gain nothing from threads and lose up to 10× when cores are shared; else unchanged.
+    cpu_threads: torch intra-op threads during `step` on CPU (restored after). None: chosen by measurement between 1
+    and torch's current count, re-measured every 256 steps (`ThreadTuner`): small models decode faster with all
+    cores on an idle machine and up to 10× slower with them when the cores are shared.
     share_prefill: requests that join in the same step with the same context (the G samples of a prompt) are
     prefilled once and the others copy that cache row and its logits (identical results, G× less prefill).
     """
@@ -173,9 +239,10 @@ class HFEngine:
         self._base = model.base_model
         self._head = model.get_output_embeddings()
         self._dtype = next(model.parameters()).dtype
-        if cpu_threads is None and self.device.type == "cpu":
-            cpu_threads = 1 if sum(p.numel() for p in model.parameters()) < 50_000_000 else None
         self.cpu_threads = cpu_threads if self.device.type == "cpu" else None
+        self.thread_tuner = None
+        if self.device.type == "cpu" and cpu_threads is None:
+            self.thread_tuner = ThreadTuner([1, torch.get_num_threads()])
         self._cache = SlotCache(max_batch)
         self._rows: list[_Seq] = []
         self._waiting: deque[GenerationRequest] = deque()
@@ -241,14 +308,19 @@ class HFEngine:
     # ------------------------------------------------------------------ stepping
     def step(self) -> list[GenerationOutput]:
         """Decode one token for every active row; admit waiting requests (prefill + first token)."""
-        if self.cpu_threads is None:
+        threads = self.thread_tuner.threads() if self.thread_tuner is not None else self.cpu_threads
+        if threads is None:
             return self._step()
         before = torch.get_num_threads()
-        torch.set_num_threads(self.cpu_threads)
+        torch.set_num_threads(threads)
+        rows, decode_only = len(self._rows), not self._waiting
+        t0 = time.perf_counter()
         try:
             return self._step()
         finally:
             torch.set_num_threads(before)
+            if self.thread_tuner is not None:
+                self.thread_tuner.record(threads, time.perf_counter() - t0, rows, decode_only)
 
     @torch.inference_mode()  # cheaper than no_grad per op; cache tensors are only ever touched in here
     def _step(self) -> list[GenerationOutput]:
