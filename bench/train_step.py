@@ -12,6 +12,7 @@ shared machine the CPU figure is the stable one — plus the generate+reward / u
 
     .venv/bin/python bench/train_step.py                 # P=8 prompts x G=4, 64 new tokens, 3 rounds
     .venv/bin/python bench/train_step.py --prompts 16 --group 8 --new-tokens 128 --rounds 3 --hidden 256 --layers 4
+    .venv/bin/python bench/train_step.py --no-shared-prompts --engine-threads 1    # ablation: neither saving
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def make_cfg(model_dir: Path, a) -> Config:
     cfg.algo.loss_agg = "token_mean"
     cfg.optim.lr, cfg.optim.grad_clip = 1e-4, 1.0
     cfg.train.prompts_per_step, cfg.train.micro_batch_tokens = a.prompts, a.micro_batch_tokens
+    cfg.train.share_prompt_forward = not a.no_shared_prompts
     cfg.reward.verify_workers = 1
     cfg.sandbox.workers = 1
     return cfg
@@ -57,13 +59,16 @@ def problems(n: int) -> list[Problem]:
 class Ours:
     """zerotir's step: rollout (own KV-cache engine) → RewardScorer → collate → advantages → update → weight sync."""
 
-    def __init__(self, cfg: Config, sandbox, scorer):
+    def __init__(self, cfg: Config, sandbox, scorer, share: bool = True, engine_threads: int | None = None):
         from zerotir.train.learner import Learner
         from zerotir.train.loop import make_engine
 
         self.cfg, self.sandbox, self.scorer = cfg, sandbox, scorer
         self.learner = Learner(cfg)
         self.engine = make_engine(self.learner, cfg, version=0)
+        self.engine.share_prefill = share
+        if engine_threads is not None:  # a fixed count instead of the measured choice
+            self.engine.thread_tuner, self.engine.cpu_threads = None, engine_threads
         self.version = 0
 
     def step(self, probs: list[Problem], seed: int) -> tuple[float, int, list[Trajectory]]:
@@ -148,6 +153,10 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--micro-batch-tokens", type=int, default=16384,
                     help="ours: tokens per micro-batch (default: the whole batch in one pass, as TRL does here)")
+    ap.add_argument("--no-shared-prompts", action="store_true",
+                    help="ours: prefill and train every prompt once per sample, as TRL does (ablation)")
+    ap.add_argument("--engine-threads", type=int, default=None,
+                    help="ours: fixed engine threads on CPU instead of the measured choice (ablation)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
@@ -163,13 +172,15 @@ def main() -> None:
     cfg = make_cfg(model_dir, a)
     probs = problems(a.prompts)
     print(f"model: tiny Qwen2 hidden={a.hidden} layers={a.layers}; {a.prompts} prompts x {a.group} samples, "
-          f"{a.new_tokens} new tokens, device {a.device}, torch threads {torch.get_num_threads()}")
+          f"{a.new_tokens} new tokens, device {a.device}, torch threads {torch.get_num_threads()}; ours: shared "
+          f"prompts {'off' if a.no_shared_prompts else 'on'}, engine threads "
+          f"{a.engine_threads if a.engine_threads is not None else 'measured'}")
     ours_t, ours_tok, trl_t, trl_tok, ours_gen, trl_gen = [], [], [], [], [], []
     ours_cpu, trl_cpu, ours_gcpu, trl_gcpu = [], [], [], []
     with make_sandbox(cfg.sandbox) as sandbox, RewardScorer(cfg.reward) as scorer:
         prompt_text: list[str] | None = None
         for r in range(a.rounds):
-            ours = Ours(cfg, sandbox, scorer)
+            ours = Ours(cfg, sandbox, scorer, share=not a.no_shared_prompts, engine_threads=a.engine_threads)
             ours.step(probs, seed=a.seed * 1000 + r)  # warm-up step of this fresh run
             sec, tok, trajs = ours.step(probs, seed=a.seed * 1000 + r + 500)
             ours_t.append(sec)
