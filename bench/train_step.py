@@ -59,7 +59,8 @@ def problems(n: int) -> list[Problem]:
 class Ours:
     """zerotir's step: rollout (own KV-cache engine) → RewardScorer → collate → advantages → update → weight sync."""
 
-    def __init__(self, cfg: Config, sandbox, scorer, share: bool = True, engine_threads: int | None = None):
+    def __init__(self, cfg: Config, sandbox, scorer, share: bool = True,
+                 engine_threads: int | None = None):
         from zerotir.train.learner import Learner
         from zerotir.train.loop import make_engine
 

@@ -169,3 +169,41 @@ def test_resolve_run_dir_for_resume(tmp_path, monkeypatch):
         resolve_run_dir(cfg, "runs/nope", None)
     with pytest.raises(FileExistsError, match="use --resume"):
         resolve_run_dir(cfg, False, "runs/exp-1")
+
+
+def test_refill_groups_draws_what_is_missing_until_full(tmp_path):
+    """prompts_per_step 4, G 2. First batch kept 2 groups; refill 1 asks for 2 prompts (one mixed, one uniform →
+    dropped), refill 2 asks for 1 (mixed) → 4 groups, stop. Group offsets and seeds follow (step, refill)."""
+    from zerotir.algos.filters import filter_trajectories
+    from zerotir.config import Config
+    from zerotir.train.loop import refill_groups
+    from zerotir.train.stats import PromptSampler
+    from zerotir.types import Problem, Trajectory
+
+    def traj(group, reward, pid):
+        return Trajectory(problem_id=pid, prompt_ids=[1], response_ids=[2, 3], loss_mask=[1, 1], logprobs=[-1.0] * 2,
+                          group_id=group, reward=reward, correct=reward > 0)
+
+    cfg = Config()
+    cfg.train.prompts_per_step, cfg.train.seed, cfg.algo.dynamic_sampling = 4, 7, True
+    sampler = PromptSampler([Problem(id=f"q{i}", prompt="x", answer="1") for i in range(20)], seed=0, shuffle=False)
+    first = [traj(0, 1.0, "a"), traj(0, 0.0, "a"), traj(1, 1.0, "b"), traj(1, 1.0, "b"),   # 1: uniform
+             traj(2, 0.0, "c"), traj(2, 1.0, "c"), traj(3, 0.0, "d"), traj(3, 0.0, "d")]  # 3: uniform
+    kept, fstats = filter_trajectories(first, cfg.algo)
+    calls = []
+    outcomes = iter([[(1.0, 0.0), (0.0, 0.0)], [(0.0, 1.0)]])   # per refill: per problem, the 2 samples' rewards
+
+    def launch(problems, offset, seed):
+        calls.append(([p.id for p in problems], offset, seed))
+        rewards = next(outcomes)
+        trajs = [traj(offset + i, r, p.id) for i, (p, rs) in enumerate(zip(problems, rewards)) for r in rs]
+        return trajs, {"reward/accuracy": 0.5}, 0.25, 0.5
+
+    trajs, kept, fstats, roll_s, rew_s = refill_groups(first, kept, fstats, cfg, 3, sampler, launch)
+    assert calls == [(["q0", "q1"], 4, 7 * 1_000_003 + 3 * 101 + 1), (["q2"], 8, 7 * 1_000_003 + 3 * 101 + 2)]
+    assert sorted({t.group_id for t in kept}) == [0, 2, 4, 8]
+    assert len(trajs) == 8 + 4 + 2 and len(kept) == 8
+    assert fstats["filter/dropped_uniform_groups"] == 3.0 and fstats["filter/kept"] == 8.0
+    assert (roll_s, rew_s) == (0.5, 1.0)
+    cfg.algo.dynamic_sampling = False   # off: never refills
+    assert refill_groups(first, kept[:2], {}, cfg, 3, sampler, launch)[1] == kept[:2] and len(calls) == 2

@@ -126,8 +126,8 @@ def ray_train(cfg: Config, run_dir: str | None = None, resume: str | bool = Fals
     import ray
 
     from zerotir.algos.filters import filter_trajectories
-    from zerotir.train.loop import (_cfg_dict, _truncate_metrics, resolve_run_dir, seed_everything, step_row,
-                                    validate_inputs)
+    from zerotir.train.loop import (_cfg_dict, _truncate_metrics, refill_groups, resolve_run_dir, seed_everything,
+                                    step_row, validate_inputs)
     from zerotir.train.sinks import Sinks, write_transcripts
     from zerotir.train.stats import PromptSampler
 
@@ -179,20 +179,11 @@ def ray_train(cfg: Config, run_dir: str | None = None, resume: str | bool = Fals
                 step_problems.pop(step, None)
                 trajs, scored = batch.trajectories, dict(batch.metrics)
                 kept, fstats = filter_trajectories(trajs, a)
-                for refill in range(1, 4 if a.dynamic_sampling else 1):
-                    groups_kept = len({x.group_id for x in kept})
-                    if groups_kept >= t.prompts_per_step:
-                        break
-                    more = launch_problems(step, sampler.take(t.prompts_per_step - groups_kept),
-                                           refill * t.prompts_per_step,
-                                           t.seed * 1_000_003 + step * 101 + refill).result()
-                    k2, f2 = filter_trajectories(more.trajectories, a)
-                    trajs, kept = trajs + more.trajectories, kept + k2
-                    for k in ("perf/rollout_seconds", "perf/reward_seconds"):
-                        scored[k] = scored.get(k, 0.0) + more.metrics.get(k, 0.0)
-                    fstats = {k: fstats.get(k, 0) + v for k, v in f2.items()}
-                t_roll = scored.pop("perf/rollout_seconds", 0.0)
-                t_rew = scored.pop("perf/reward_seconds", 0.0)
+                trajs, kept, fstats, r2, w2 = refill_groups(
+                    trajs, kept, fstats, cfg, step, sampler,
+                    lambda probs, off, seed: launch_problems(step, probs, off, seed).result().unpacked())
+                t_roll = scored.pop("perf/rollout_seconds", 0.0) + r2
+                t_rew = scored.pop("perf/reward_seconds", 0.0) + w2
                 # ---- data-parallel update on every learner rank (stats are combined across ranks)
                 t_up = time.perf_counter()
                 kept_ref = ray.put(kept)

@@ -41,6 +41,11 @@ class RolloutBatch:
     metrics: dict[str, float] = field(default_factory=dict)
     """Scorer metrics and perf/* timings of the rollout side (names from telemetry.METRICS)."""
 
+    def unpacked(self) -> tuple[list[Trajectory], dict[str, float], float, float]:
+        """(trajectories, metrics, rollout s, reward s): the shape `train.loop.generate` returns."""
+        return (self.trajectories, self.metrics, self.metrics.get("perf/rollout_seconds", 0.0),
+                self.metrics.get("perf/reward_seconds", 0.0))
+
     @property
     def min_version(self) -> int:
         """Oldest policy version among the trajectories (the batch's worst lag)."""

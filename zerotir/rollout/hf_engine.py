@@ -376,8 +376,7 @@ class HFEngine:
     def _seed_for(self, req: GenerationRequest) -> int:
         return req.params.seed if req.params.seed is not None else self._rng.getrandbits(63)
 
-    def _split_shared_contexts(self, admitted: list[tuple[GenerationRequest, int]]
-                               ) -> tuple[list[tuple[GenerationRequest, int]], list[tuple[GenerationRequest, int, int]]]:
+    def _split_shared_contexts(self, admitted: list[tuple[GenerationRequest, int]]) -> tuple[list, list]:
         """Requests joining together with the same context (the G samples of one prompt) are prefilled once: the
         first is a leader (forwarded), the others follow it (its cache row and logits are copied). Returns
         (leaders, followers as (request, seed, index of the leader)). A request continuing a parked cache leads."""

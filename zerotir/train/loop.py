@@ -160,15 +160,10 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None) -
             trajs, scored, t_roll, t_rew = generate(problems, engine, sandbox, scorer, cfg, step - 1, 0,
                                                     seed=t.seed * 1_000_003 + step * 101)
             kept, fstats = filter_trajectories(trajs, a)
-            for refill in range(1, 4 if a.dynamic_sampling else 1):
-                groups_kept = len({x.group_id for x in kept})
-                if groups_kept >= t.prompts_per_step:
-                    break
-                more, s2, r2, w2 = generate(sampler.take(t.prompts_per_step - groups_kept), engine, sandbox, scorer,
-                                            cfg, step - 1, refill * t.prompts_per_step, seed=t.seed * 1_000_003 + step * 101 + refill)
-                k2, f2 = filter_trajectories(more, a)
-                trajs, kept, t_roll, t_rew = trajs + more, kept + k2, t_roll + r2, t_rew + w2
-                fstats = {k: fstats.get(k, 0) + v for k, v in f2.items()}
+            trajs, kept, fstats, r2, w2 = refill_groups(
+                trajs, kept, fstats, cfg, step, sampler,
+                lambda probs, off, seed: generate(probs, engine, sandbox, scorer, cfg, step - 1, off, seed))
+            t_roll, t_rew = t_roll + r2, t_rew + w2
             # ---- collate → reference log-probs / critic values → advantages → PPO epochs x minibatches
             t_up = time.perf_counter()
             update_stats = update_phase(learner, kept, cfg, step)
@@ -190,6 +185,26 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None) -
             if (t.save_every and step % t.save_every == 0) or is_last:
                 save_checkpoint(run, step, learner, {"data_cursor": sampler.cursor}, keep=t.keep_checkpoints)
     return run
+
+
+def refill_groups(trajs, kept, fstats: dict, cfg: Config, step: int, sampler, launch):
+    """Dynamic sampling: while fewer than prompts_per_step groups survived the filter, roll out that many more
+    prompts (at most 3 times). launch(problems, group_offset, seed) -> (scored trajectories, metrics, rollout s,
+    reward s), the shape of `generate`. Returns (all trajectories, kept, filter stats, extra rollout s, extra reward s).
+    """
+    from zerotir.algos.filters import filter_trajectories, needs_refill
+
+    t, a = cfg.train, cfg.algo
+    roll_s = rew_s = 0.0
+    for refill in range(1, 4 if a.dynamic_sampling else 1):
+        if not (short := needs_refill(kept, t.prompts_per_step)):
+            break
+        seed = t.seed * 1_000_003 + step * 101 + refill
+        more, _, r, w = launch(sampler.take(short), refill * t.prompts_per_step, seed)
+        k2, f2 = filter_trajectories(more, a)
+        trajs, kept, roll_s, rew_s = trajs + more, kept + k2, roll_s + r, rew_s + w
+        fstats = {k: fstats.get(k, 0) + v for k, v in f2.items()}
+    return trajs, kept, fstats, roll_s, rew_s
 
 
 def update_phase(learner, kept, cfg: Config, step: int, update=None) -> list[dict[str, float]]:
