@@ -129,3 +129,21 @@ def test_sigkill_then_resume_is_identical_to_uninterrupted(tiny_model_dir, tmp_p
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     ta = (tmp_path / "A" / "transcripts" / "step_000004.jsonl").read_text()
     assert ta == (tmp_path / "B" / "transcripts" / "step_000004.jsonl").read_text()
+
+
+def test_dynamic_sampling_refills_then_skips_an_all_uniform_step(tiny_model_dir, tmp_path, small_train_cfg):
+    """A random tiny model earns no reward, so every group is uniform: the loop draws 2 more prompts 3 times,
+    drops all 8 groups, logs it, trains nothing and goes on."""
+    from zerotir.train.loop import train
+
+    cfg = small_train_cfg(tiny_model_dir, steps=2)
+    cfg.algo.dynamic_sampling = True
+    cfg.train.eval_every, cfg.data.eval_limit = 0, 1
+    run = train(cfg, run_dir=str(tmp_path / "run"))
+    rows = read_metrics(run / "metrics.jsonl")
+    train_rows = [r for r in rows if "filter/kept" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    for r in train_rows:
+        assert r["reward/accuracy"] == 0.0
+        assert r["filter/dropped_uniform_groups"] == 8.0 and r["filter/kept"] == 0.0
+    assert [r["epoch"] for r in train_rows] == [1, 2]   # 8 problems, 2 + 3 x 2 drawn per step: one epoch a step
