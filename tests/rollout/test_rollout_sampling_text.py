@@ -132,3 +132,25 @@ def test_templates(tiny_tok, smol_tok):
         build_prompt("chat", "x", tiny_tok)
     with pytest.raises(ValueError, match="unknown rollout.template"):
         build_prompt("nope", "x")
+
+
+@pytest.mark.parametrize("which", ["tiny_tok", "smol_tok"])
+def test_fast_codec_equals_the_tokenizer_api(which, request):
+    """The Rust-backend shortcuts give exactly what the HF wrapper gives (ids for text, text for ids)."""
+    import random
+
+    from zerotir.rollout.textstream import fast_decoder
+    from zerotir.rollout.tir import encode_text
+
+    tok = request.getfixturevalue(which)
+    assert getattr(tok, "backend_tokenizer", None) is not None   # the fast path is the one under test
+    decode = fast_decoder(tok)
+    rng = random.Random(0)
+    texts = ["```output\n408\n```\n", " leading space", "é∑ unicode  \n\n", "x = [1, 2]\nprint(x)", "",
+             "".join(rng.choice("ab \n9{}\\é") for _ in range(200))]
+    for text in texts:
+        assert encode_text(tok, text) == list(tok.encode(text, add_special_tokens=False))
+    special = [tok.eos_token_id]
+    for _ in range(200):
+        ids = [rng.randrange(len(tok)) for _ in range(rng.randint(0, 12))] + rng.choice([[], special])
+        assert decode(ids) == tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)

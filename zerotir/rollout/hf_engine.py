@@ -26,7 +26,7 @@ import torch
 
 from zerotir.rollout.engine import GenerationOutput, GenerationRequest, SamplingParams
 from zerotir.rollout.sampling import sample_from_logits
-from zerotir.rollout.textstream import IncrementalDetokenizer, StopMatcher
+from zerotir.rollout.textstream import IncrementalDetokenizer, StopMatcher, fast_decoder
 
 
 class SlotCache:
@@ -244,6 +244,7 @@ class HFEngine:
         if self.device.type == "cpu" and cpu_threads is None:
             self.thread_tuner = ThreadTuner([1, torch.get_num_threads()])
         self._cache = SlotCache(max_batch)
+        self._decode = fast_decoder(tokenizer)
         self._rows: list[_Seq] = []
         self._waiting: deque[GenerationRequest] = deque()
         self._parked: OrderedDict[str, _Parked] = OrderedDict()
@@ -413,7 +414,7 @@ class HFEngine:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(int(seed))
         seq = _Seq(request=req, generator=gen,
-                   detok=IncrementalDetokenizer(self.tokenizer, req.context_ids[-4:]),
+                   detok=IncrementalDetokenizer(self.tokenizer, req.context_ids[-4:], self._decode),
                    matcher=StopMatcher(list(p.stop_strings), code_block=getattr(p, "stop_at_code_block", False)),
                    stop_ids={self.eos_token_id, *p.stop_token_ids})
         row = len(self._rows)

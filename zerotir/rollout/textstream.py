@@ -10,6 +10,16 @@ from typing import Any
 from zerotir.rollout.format import CODE_CLOSE, CODE_OPEN
 
 
+def fast_decoder(tokenizer: Any):
+    """ids -> text, as `tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)`.
+    Fast (Rust-backed) tokenizers are called directly: the same text without the Python wrapper, which costs more
+    than the decode itself at one call per generated token."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return lambda ids: backend.decode(ids, skip_special_tokens=False)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
 class IncrementalDetokenizer:
     """Text of the tokens appended so far, computed in O(1) decodes per token (the prefix/read-offset scheme).
 
@@ -18,15 +28,12 @@ class IncrementalDetokenizer:
     Text ending in an incomplete UTF-8 sequence is held back until the next token completes it.
     """
 
-    def __init__(self, tokenizer: Any, context_tail: list[int] | None = None):
-        self.tok = tokenizer
+    def __init__(self, tokenizer: Any, context_tail: list[int] | None = None, decode=None):
+        self._decode = decode or fast_decoder(tokenizer)
         self.ids: list[int] = list(context_tail or [])
         self.prefix_offset = 0
         self.read_offset = len(self.ids)
         self.text = ""
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def add(self, token_id: int) -> str:
         """Append a token; return the newly completed text (possibly '')."""

@@ -54,7 +54,17 @@ def render_result(r: ExecResult) -> str:
 
 
 def encode_text(tokenizer: Any, text: str) -> list[int]:
+    """`tokenizer.encode(text, add_special_tokens=False)`; fast tokenizers via their Rust backend directly (the same
+    ids without the Python wrapper, which costs more than the encoding of a short tool output)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.encode(text, add_special_tokens=False).ids
     return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def min_block_tokens(tokenizer: Any) -> int:
+    """Tokens of the smallest output block (the truncation marker alone): with less room left, code is not run."""
+    return len(encode_text(tokenizer, format_tool_output(TRUNCATION_MARKER)))
 
 
 @dataclass
@@ -201,6 +211,7 @@ async def _one_trajectory(pump: EnginePump, sandbox: Any, cfg: RolloutConfig, pr
                           seed: int | None, policy_version: int) -> Trajectory:
     engine = pump.engine
     tok = engine.tokenizer
+    min_block = min_block_tokens(tok)
     b = _Builder()
     calls: list[ToolCall] = []
     executed = 0
@@ -256,7 +267,7 @@ async def _one_trajectory(pump: EnginePump, sandbox: Any, cfg: RolloutConfig, pr
                                       output_tokens=len(blk.ids), truncated=blk.truncated, output_segment=seg))
                 turn_start = len(b.ids)
                 continue
-            if tokenize_block(tok, "", cfg.max_tool_output_tokens, room, force_marker=True) is None:
+            if min_block > room:
                 finish = "length"  # no room left for any output block: the code is not run
                 break
             if cfg.stateful_tools and session is None:
