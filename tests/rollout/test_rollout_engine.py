@@ -166,15 +166,25 @@ def test_logprobs_match_full_forward_on_cuda(tiny_model_dir):
         assert torch.allclose(torch.tensor(o.raw_logprobs), want, atol=1e-3)  # TF32/kernel differences on GPU
 
 
-@pytest.mark.parametrize("arch", ["Llama", "Mistral", "Qwen2"])
-def test_architectures_with_grouped_kv_heads(tiny_tok, arch):
+ARCHS = {"llama": ("Llama", {}), "mistral": ("Mistral", {}), "qwen2": ("Qwen2", {}),
+         # sliding windows of 4 tokens, far shorter than the sequences: every layer slides, or some do
+         "mistral_window": ("Mistral", dict(sliding_window=4)),
+         "qwen2_mixed_window": ("Qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=1)),
+         "gemma3_window": ("Gemma3Text", dict(sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                                              head_dim=16))}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_architectures_with_grouped_kv_heads(tiny_tok, name):
     import transformers
 
+    arch, extra = ARCHS[name]
     cfg = getattr(transformers, f"{arch}Config")(vocab_size=len(tiny_tok), hidden_size=64, intermediate_size=128,
                                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                                 eos_token_id=tiny_tok.eos_token_id)
+                                                 eos_token_id=tiny_tok.eos_token_id, **extra)
     torch.manual_seed(0)
-    model = getattr(transformers, f"{arch}ForCausalLM")(cfg).eval()
+    model_cls = "Gemma3ForCausalLM" if arch == "Gemma3Text" else f"{arch}ForCausalLM"
+    model = getattr(transformers, model_cls)(cfg).eval()
     eng = HFEngine(model, tiny_tok, max_batch=2, seed=0)
     reqs = [GenerationRequest(f"r{i}", ctx, SamplingParams(max_new_tokens=6 + 3 * i))
             for i, ctx in enumerate(prompts(tiny_tok, 4))]

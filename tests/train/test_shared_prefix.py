@@ -122,3 +122,61 @@ def test_shared_forward_under_bf16_autocast(tiny_model_dir, grouped_batch):
     assert torch.isfinite(lps[0]).all()
     # bf16 rounding differs between the two paths; the log-probs agree to bf16 precision
     assert (lps[0][mask] - lps[1][mask]).abs().max() < 0.05
+
+
+SLIDING = {"mistral": ("Mistral", dict(sliding_window=4)),
+           "qwen2_mixed": ("Qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=1)),
+           "gemma3": ("Gemma3Text", dict(sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                                         head_dim=16))}
+
+
+@pytest.mark.parametrize("name", sorted(SLIDING))
+def test_sliding_window_models_shared_equals_plain(tiny_model_dir, grouped_batch, name):
+    """Window 4, rows up to ~26 tokens: the shared path's windowed masks (one for every layer, or one per layer type)
+    give the log-probs and gradients of HF's own masking."""
+    import transformers
+
+    from zerotir.models import load_tokenizer
+    from zerotir.models.masks import sliding_window
+
+    from .test_learner_update import _capture_grads
+
+    arch, kw = SLIDING[name]
+    tok = load_tokenizer(tiny_model_dir)
+    cfg_cls = getattr(transformers, f"{arch}Config")
+    model_cls = getattr(transformers, "Gemma3ForCausalLM" if arch == "Gemma3Text" else f"{arch}ForCausalLM")
+    config = cfg_cls(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+                     pad_token_id=tok.pad_token_id, **kw)
+    assert sliding_window(config) == 4
+    _, batch = grouped_batch
+    assert batch.prompt_ids.shape[1] + batch.response_ids.shape[1] > 4 * 3
+    lps, grads = [], []
+    for share in (True, False):
+        torch.manual_seed(0)
+        model = model_cls(config).eval()
+        learner = Learner(tiny_cfg(tiny_model_dir, train__share_prompt_forward=share), model=model, tokenizer=tok)
+        lps.append(learner.logprobs(batch))
+        g = _capture_grads(learner)
+        learner.update(batch)
+        grads.append(g)
+    torch.testing.assert_close(lps[0], lps[1], atol=1e-5, rtol=1e-4)
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-4)
+
+
+def test_sliding_window_of_configs():
+    from transformers import MistralConfig, Qwen2Config
+
+    from zerotir.models.masks import sliding_window
+
+    assert sliding_window(Qwen2Config()) is None                        # layer_types all full attention
+    assert sliding_window(MistralConfig(sliding_window=64)) == 64       # no layer_types: every layer slides
+    assert sliding_window(MistralConfig(sliding_window=None)) is None
+
+    class Chunked:
+        layer_types = ["chunked_attention", "full_attention"]
+        sliding_window = 8
+
+    with pytest.raises(ValueError, match="chunked_attention"):
+        sliding_window(Chunked())

@@ -5,8 +5,9 @@ GRPO-style batches hold G responses per prompt. A plain forward runs every promp
 The expansion is differentiable (its backward sums the G rows' gradients into the one prompt pass), so log-probs and
 gradients equal those of the plain forward up to float rounding, for (U·P + b·R) instead of b·(P + R) tokens.
 
-Works with any HF causal LM whose attention layers call `past_key_values.update(k, v, layer_idx)` and take a prepared
-4D mask as-is (Llama, Qwen2, Mistral, ...: the models `HFEngine` runs).
+Works with any HF causal LM whose attention layers call `past_key_values.update(k, v, layer_idx)` and take prepared
+4D masks as-is (Llama, Qwen2, Mistral, Gemma 3, ...: the models `HFEngine` runs; sliding-window layers get windowed
+masks from `zerotir.models.masks`).
 
 Shapes: prompt_ids/prompt_mask [b, P] (LEFT-padded), response_ids/response_mask [b, R] (RIGHT-padded); logits out
 [b, R, V], the ones predicting each response token.
@@ -17,6 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from zerotir.models.masks import attention_mask_for
 
 
 def group_rows_by_prompt(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[list[int], torch.Tensor]:
@@ -69,12 +72,6 @@ class _PrefixKV:
         return int(self.k[0].shape[2]) if self.k else 0
 
 
-def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """bool [b, q, k] → additive float mask [b, 1, q, k] (0 where allowed, dtype's min elsewhere)."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min)[:, None]
-
-
 def shared_prompt_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
                          mask_dtype: torch.dtype, keep_ok: bool) -> torch.Tensor:
     """[b, R, V] logits predicting each response token, running each distinct prompt once (see module doc).
@@ -94,8 +91,9 @@ def shared_prompt_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Ten
     allowed |= torch.eye(p, dtype=torch.bool, device=dev)[None]                   # no all-masked rows
     rec = _RecordKV()
     kw = {"logits_to_keep": 1} if keep_ok else {}
-    first_logits = model(input_ids=p_ids, attention_mask=_additive(allowed, mask_dtype), position_ids=p_pos,
-                         past_key_values=rec, use_cache=True, **kw).logits[:, -1:]  # [U, 1, V]
+    mask = attention_mask_for(model.config, allowed, p_pos, p_pos, mask_dtype)
+    first_logits = model(input_ids=p_ids, attention_mask=mask, position_ids=p_pos, past_key_values=rec,
+                         use_cache=True, **kw).logits[:, -1:]  # [U, 1, V]
     # response pass: keys = the row's prompt (its real tokens) ‖ its own response, causally (right pads come after
     # every real query, so causality already hides them)
     plen = p_mask.long().sum(-1)[owner]                                              # [b]
@@ -103,7 +101,8 @@ def shared_prompt_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Ten
     r_pos = plen[:, None] + ar_r[None, :]
     causal = ar_r[None, :] <= ar_r[:, None]                                          # [R, R]
     allowed = torch.cat([p_mask[owner][:, None, :].expand(b, r, p), causal[None].expand(b, r, r)], dim=2)
+    mask = attention_mask_for(model.config, allowed, r_pos, torch.cat([p_pos[owner], r_pos], dim=1), mask_dtype)
     kw = {"logits_to_keep": r} if keep_ok else {}
-    resp_logits = model(input_ids=response_ids, attention_mask=_additive(allowed, mask_dtype), position_ids=r_pos,
+    resp_logits = model(input_ids=response_ids, attention_mask=mask, position_ids=r_pos,
                         past_key_values=_PrefixKV(rec, owner), use_cache=True, **kw).logits[:, -r:]
     return torch.cat([first_logits[owner], resp_logits[:, :-1]], dim=1)
