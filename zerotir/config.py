@@ -214,7 +214,8 @@ class TrainConfig:
     """Tokens per forward/backward micro-batch (gradient accumulation over micro-batches)."""
     share_prompt_forward: bool = True
     """Run each distinct prompt once per micro-batch and let its responses attend to its keys/values (same log-probs
-    and gradients as one row per response, up to float rounding; fewer tokens). Off with gradient checkpointing."""
+    and gradients as one row per response, up to float rounding; fewer tokens). Not used with gradient checkpointing
+    or a flash-attention model."""
     seed: int = 0
     """Seed for data order, sampling and initialisation."""
     run_dir: str = "runs/{name}-{time}"

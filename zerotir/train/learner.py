@@ -187,8 +187,11 @@ class Learner:
         self._prepare_train_mode(model)
         self.policy = model
         self._keep_ok = _accepts_logits_to_keep(model)
-        # HF turns the cache off under gradient checkpointing, and the shared-prompt forward passes keys through it
-        self.share_prompt = cfg.train.share_prompt_forward and not cfg.model.gradient_checkpointing
+        # HF turns the cache off under gradient checkpointing, and the shared-prompt forward passes keys through it;
+        # its 4D masks need an attention that takes them (sdpa, eager; not flash-attention's padding-only masks)
+        attn = getattr(model.config, "_attn_implementation", None) or "sdpa"
+        self.share_prompt = (cfg.train.share_prompt_forward and not cfg.model.gradient_checkpointing
+                             and attn in ("sdpa", "eager"))
         self._mask_dtype = torch.bfloat16 if cfg.model.autocast_bf16 else next(model.parameters()).dtype
 
         self.critic: ValueModel | None = None
