@@ -19,6 +19,23 @@ def tiny_cfg(model_dir, **over) -> Config:
     return cfg
 
 
+def _trajectory(rng: random.Random, vocab: int, prompt: list[int], lr: int, tool: bool, group: int,
+                sample: int) -> Trajectory:
+    """A response of lr random tokens; with `tool` (and lr >= 6) tokens 2..3 are an inserted tool segment (mask 0)."""
+    resp = [rng.randrange(2, vocab) for _ in range(lr)]
+    mask = [1] * lr
+    segs = [Segment("model", 0, lr)]
+    if lr >= 6 and tool:
+        mask[2:4] = [0, 0]
+        segs = [Segment("model", 0, 2), Segment("tool", 2, 4), Segment("model", 4, lr)]
+    lps = [(-rng.random() * 3 if m else 0.0) for m in mask]
+    t = Trajectory(problem_id=f"p{group}", prompt_ids=prompt, response_ids=resp, loss_mask=mask, logprobs=lps,
+                   raw_logprobs=list(lps), segments=segs, group_id=group, sample_index=sample,
+                   reward=float(rng.random() > 0.5))
+    t.validate()
+    return t
+
+
 def random_trajs(n: int, vocab: int, seed: int = 0, pad_id: int = 1) -> list[Trajectory]:
     """Trajectories of varied prompt/response lengths with a tool segment (mask 0) in the middle of some."""
     rng = random.Random(seed)
@@ -26,18 +43,7 @@ def random_trajs(n: int, vocab: int, seed: int = 0, pad_id: int = 1) -> list[Tra
     for i in range(n):
         lp, lr = rng.randint(2, 9), rng.randint(3, 14)
         prompt = [rng.randrange(2, vocab) for _ in range(lp)]
-        resp = [rng.randrange(2, vocab) for _ in range(lr)]
-        mask = [1] * lr
-        segs = [Segment("model", 0, lr)]
-        if lr >= 6 and i % 2 == 0:
-            mask[2:4] = [0, 0]
-            segs = [Segment("model", 0, 2), Segment("tool", 2, 4), Segment("model", 4, lr)]
-        lps = [(-rng.random() * 3 if m else 0.0) for m in mask]
-        out.append(Trajectory(problem_id=f"p{i // 2}", prompt_ids=prompt, response_ids=resp, loss_mask=mask,
-                              logprobs=lps, raw_logprobs=list(lps), segments=segs, group_id=i // 2, sample_index=i % 2,
-                              reward=float(rng.random() > 0.5)))
-    for t in out:
-        t.validate()
+        out.append(_trajectory(rng, vocab, prompt, lr, i % 2 == 0, i // 2, i % 2))
     return out
 
 
@@ -60,20 +66,7 @@ def grouped_trajs(n_prompts: int, group: int, vocab: int, seed: int = 0) -> list
     out = []
     for g in range(n_prompts):
         prompt = [rng.randrange(2, vocab) for _ in range(rng.randint(3, 12))]
-        for k in range(group):
-            lr = rng.randint(1, 14)
-            resp = [rng.randrange(2, vocab) for _ in range(lr)]
-            mask = [1] * lr
-            segs = [Segment("model", 0, lr)]
-            if lr >= 6 and k % 2 == 0:
-                mask[2:4] = [0, 0]
-                segs = [Segment("model", 0, 2), Segment("tool", 2, 4), Segment("model", 4, lr)]
-            lps = [(-rng.random() * 3 if m else 0.0) for m in mask]
-            out.append(Trajectory(problem_id=f"p{g}", prompt_ids=prompt, response_ids=resp, loss_mask=mask,
-                                  logprobs=lps, raw_logprobs=list(lps), segments=segs, group_id=g, sample_index=k,
-                                  reward=float(rng.random() > 0.5)))
-    for t in out:
-        t.validate()
+        out += [_trajectory(rng, vocab, prompt, rng.randint(1, 14), k % 2 == 0, g, k) for k in range(group)]
     return out
 
 
