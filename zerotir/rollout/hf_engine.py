@@ -211,8 +211,8 @@ class HFEngine:
     instead of two) if that adds at most this many padded tokens. Kept small: measured on the 2-core CPU, padded
     compute outweighs the saved per-forward overhead beyond a few dozen tokens.
     cpu_threads: torch intra-op threads during `step` on CPU (restored after). None: chosen by measurement between 1
-    and torch's current count, re-measured every 256 steps (`ThreadTuner`): small models decode faster with all
-    cores on an idle machine and up to 10× slower with them when the cores are shared.
+    and torch's current count, and re-measured from time to time (`ThreadTuner`): small models decode faster with
+    all cores on an idle machine and up to 10× slower with them when the cores are shared.
     share_prefill: requests that join in the same step with the same context (the G samples of a prompt) are
     prefilled once and the others copy that cache row and its logits (identical results, G× less prefill).
     """
