@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 
 from zerotir.config import Config
-from zerotir.train.shared_prefix import shared_prompt_logits
+from zerotir.train.shared_prefix import prompt_keys, shared_prompt_logits
 from zerotir.types import TrainBatch
 
 # ----------------------------------------------------------------------------------------------- pure helpers
@@ -277,7 +277,7 @@ class Learner:
     def _micro_batches(self, batch: TrainBatch) -> tuple[list[TrainBatch], list[list[int]]]:
         plens = batch.prompt_mask.sum(1).tolist()
         rlens = batch.response_mask.sum(1).tolist()
-        keys = _prompt_keys(batch) if self.share_prompt else None
+        keys = prompt_keys(batch.prompt_ids, batch.prompt_mask) if self.share_prompt else None
         groups = plan_micro_batches(plens, rlens, self.cfg.train.micro_batch_tokens, keys)
         return [trim_batch(batch.select(torch.tensor(g, dtype=torch.long))) for g in groups], groups
 
@@ -476,14 +476,8 @@ class Learner:
             self.critic_scheduler.load_state_dict(st["critic_scheduler"])
 
 
-def _prompt_keys(batch: TrainBatch) -> list[tuple[int, ...]]:
-    """Each row's real prompt tokens (rows with equal keys share one prompt pass)."""
-    return [tuple(t for t, m in zip(ids, mask) if m) for ids, mask in
-            zip(batch.prompt_ids.tolist(), batch.prompt_mask.tolist())]
-
-
 def _has_shared_prompts(mb: TrainBatch) -> bool:
-    return mb.size > 1 and len(set(_prompt_keys(mb))) < mb.size
+    return mb.size > 1 and len(set(prompt_keys(mb.prompt_ids, mb.prompt_mask))) < mb.size
 
 
 def _strip_peft(key: str) -> str:

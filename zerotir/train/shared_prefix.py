@@ -9,8 +9,8 @@ Works with any HF causal LM whose attention layers call `past_key_values.update(
 4D masks as-is (Llama, Qwen2, Mistral, Gemma 3, ...: the models `HFEngine` runs; sliding-window layers get windowed
 masks from `zerotir.models.masks`).
 
-Shapes: prompt_ids/prompt_mask [b, P] (LEFT-padded), response_ids/response_mask [b, R] (RIGHT-padded); logits out
-[b, R, V], the ones predicting each response token.
+Shapes: prompt_ids/prompt_mask [b, P] (LEFT-padded), response_ids [b, R] (RIGHT-padded; right pads come after every
+real query, so causality hides them); logits out [b, R, V], the ones predicting each response token.
 """
 
 from __future__ import annotations
@@ -22,14 +22,18 @@ import torch
 from zerotir.models.masks import attention_mask_for
 
 
+def prompt_keys(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[tuple[int, ...]]:
+    """Each row's real prompt tokens: rows with equal keys share one prompt pass."""
+    return [tuple(t for t, m in zip(ids, mask) if m) for ids, mask in zip(prompt_ids.tolist(), prompt_mask.tolist())]
+
+
 def group_rows_by_prompt(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[list[int], torch.Tensor]:
     """Rows with the same real prompt tokens share one prompt pass. Returns (first row of each distinct prompt,
     owner [b] long: index into that list for every row). Order of first appearance."""
     firsts: list[int] = []
     owner: list[int] = []
     seen: dict[tuple[int, ...], int] = {}
-    for i, (ids, m) in enumerate(zip(prompt_ids.tolist(), prompt_mask.tolist())):
-        key = tuple(t for t, k in zip(ids, m) if k)
+    for i, key in enumerate(prompt_keys(prompt_ids, prompt_mask)):
         if key not in seen:
             seen[key] = len(firsts)
             firsts.append(i)
