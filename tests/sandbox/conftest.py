@@ -83,8 +83,8 @@ def leakcheck(sb):
     """After the test: the pool is healthy, nothing runs under a sandbox uid but warm contexts, no fd grew."""
     before = settled(sb)
     yield
-    # Each warm context holds 2 descriptors here; everything else must be back where it was. A replaced worker's
-    # old channel closes a moment after its successor is up, so the count is given the same 10 s to settle.
+    # Each warm context holds 2 descriptors here; everything else must be back where it was. Like the process count,
+    # the descriptor count is polled for up to 10 s (replacements finish asynchronously); a real leak stays.
     def fds_back(st):
         return st["fds"] - 2 * st["ready"] <= before["fds"] - 2 * before["ready"]
 
