@@ -40,7 +40,9 @@ test: setup
 test-slow: setup
 	ZEROTIR_SLOW=1 $(PY) -m pytest -q tests
 
+# bench/train_step.py runs TRL's GRPOTrainer side by side with ours: the `bench` extra brings it.
 bench: setup
+	@$(PY) -c "import trl" 2>/dev/null || $(PY) -m pip install -q -e ".[bench]"
 	$(PY) bench/sandbox.py && $(PY) bench/rollout.py && $(PY) bench/train_step.py
 
 clean:

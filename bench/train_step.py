@@ -161,6 +161,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        sys.exit("bench/train_step.py runs TRL's GRPOTrainer beside ours: pip install -e '.[bench]' (or: make bench)")
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
 
