@@ -636,27 +636,13 @@ class _Pool:
         except asyncio.TimeoutError:
             status, sig = "timeout", signal.SIGKILL
             note = f"sandbox: timed out after {timeout_s:g} s"
-            if cell_pidfd is not None and not last:
-                try:
-                    signal.pidfd_send_signal(cell_pidfd, signal.SIGKILL)
-                except OSError:
-                    pass
-            else:
-                kern.dead = True
-                kern.ctx.destroy()
+            _stop_cell(kern, cell_pidfd, last)
         except _Done:
             pass
         except Exception as e:  # noqa: BLE001 - infrastructure problem: report, never raise
             status, note = "sandbox_error", f"sandbox: {type(e).__name__}: {e}"
         except BaseException:  # cancelled by the caller: stop the cell, release everything, re-raise
-            if cell_pidfd is not None and not last:
-                try:
-                    signal.pidfd_send_signal(cell_pidfd, signal.SIGKILL)
-                except OSError:
-                    pass
-            else:
-                kern.dead = True
-                kern.ctx.destroy()
+            _stop_cell(kern, cell_pidfd, last)
             out.close()
             err.close()
             raise
@@ -783,6 +769,18 @@ class _Pool:
                 w.alive = False
                 w.dead.set()
                 w.kill()
+
+
+def _stop_cell(kern: "_Kernel", cell_pidfd: int | None, last: bool) -> None:
+    """Stop a cell that must not finish: kill just the cell while its kernel lives on, else end the kernel."""
+    if cell_pidfd is not None and not last:
+        try:
+            signal.pidfd_send_signal(cell_pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+    else:
+        kern.dead = True
+        kern.ctx.destroy()
 
 
 class _Done(Exception):
