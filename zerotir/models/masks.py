@@ -11,6 +11,7 @@ positions; masks out [B, 1, q, k] additive (0 = attend, dtype's min = hidden).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,14 +39,26 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         ~allowed, torch.finfo(dtype).min)[:, None]
 
 
-def attention_mask_for(config: Any, allowed: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
-                       dtype: torch.dtype) -> torch.Tensor | dict[str, torch.Tensor]:
-    """What to pass as `attention_mask`: one 4D mask when every layer attends alike, else {layer type: 4D mask}."""
-    window = sliding_window(config)
-    if window is None:
-        return additive_mask(allowed, dtype)
-    in_window = k_pos[:, None, :] > q_pos[:, :, None] - window
-    sliding = additive_mask(allowed & in_window, dtype)
-    if getattr(config, "layer_types", None) is None:
-        return sliding                                  # no per-layer types: every layer slides (Mistral)
-    return {"full_attention": additive_mask(allowed, dtype), "sliding_attention": sliding}
+@dataclass(frozen=True)
+class MaskPlan:
+    """How a model's layers attend, read once from its config (`mask_plan`), so building masks per forward does no
+    config work. window: the sliding window, None if every layer attends fully; per_layer_types: the model names a
+    type per layer (`config.layer_types`), so it takes a {layer type: mask} mapping."""
+
+    window: int | None
+    per_layer_types: bool
+
+    def build(self, allowed: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
+              dtype: torch.dtype) -> torch.Tensor | dict[str, torch.Tensor]:
+        """What to pass as `attention_mask`: one 4D mask when every layer attends alike, else {layer type: mask}."""
+        if self.window is None:
+            return additive_mask(allowed, dtype)
+        sliding = additive_mask(allowed & (k_pos[:, None, :] > q_pos[:, :, None] - self.window), dtype)
+        if not self.per_layer_types:
+            return sliding                              # no per-layer types: every layer slides (Mistral)
+        return {"full_attention": additive_mask(allowed, dtype), "sliding_attention": sliding}
+
+
+def mask_plan(config: Any) -> MaskPlan:
+    """The model's MaskPlan; refuses layer types it cannot mask."""
+    return MaskPlan(sliding_window(config), getattr(config, "layer_types", None) is not None)

@@ -11,7 +11,7 @@ other rows copy the first one's cache row and last logits.
 
 Works with any HF causal LM whose attention layers call `past_key_values.update(k, v, layer_idx)` and accept a
 prepared mask mapping (Llama, Qwen2, Mistral, Gemma 3, ...); sliding-window layers get windowed masks
-(`zerotir.models.masks`). Log-probs: see `zerotir.rollout.engine`; the forward runs in the
+(`zerotir.models.masks.MaskPlan`, read from the config once). Log-probs: see `zerotir.rollout.engine`; the forward runs in the
 model's dtype and logits are turned into log-probs in float32.
 """
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from zerotir.models.masks import attention_mask_for, sliding_window
+from zerotir.models.masks import mask_plan
 from zerotir.rollout.engine import GenerationOutput, GenerationRequest, SamplingParams
 from zerotir.rollout.sampling import sample_from_logits
 from zerotir.rollout.textstream import IncrementalDetokenizer, StopMatcher, fast_decoder
@@ -245,7 +245,7 @@ class HFEngine:
         self.thread_tuner = None
         if self.device.type == "cpu" and cpu_threads is None:
             self.thread_tuner = ThreadTuner([1, torch.get_num_threads()])
-        sliding_window(model.config)  # refuses attention layer types it cannot mask (before any work)
+        self._masks = mask_plan(model.config)  # refuses attention layer types it cannot mask (before any work)
         self._cache = SlotCache(max_batch)
         self._decode = fast_decoder(tokenizer)
         self._rows: list[_Seq] = []
@@ -441,7 +441,7 @@ class HFEngine:
         key_pos = torch.arange(kv_len, device=self.device)
         allowed = key_pos[None, None, :] <= pos[:, :, None]                        # [B, q, kv_len]
         # 4D masks (per layer type for sliding-window models) are used as-is by HF mask creation
-        mask = attention_mask_for(self.model.config, allowed, pos, key_pos[None, :].expand(b, kv_len), self._dtype)
+        mask = self._masks.build(allowed, pos, key_pos[None, :].expand(b, kv_len), self._dtype)
         out = self._base(input_ids=ids, attention_mask=mask,
                          position_ids=pos, past_key_values=self._cache, use_cache=True)
         hidden = out.last_hidden_state[torch.arange(b, device=self.device), qlens - 1]

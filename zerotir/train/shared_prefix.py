@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from zerotir.models.masks import attention_mask_for
+from zerotir.models.masks import mask_plan
 
 
 def prompt_keys(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[tuple[int, ...]]:
@@ -95,7 +95,8 @@ def shared_prompt_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Ten
     allowed |= torch.eye(p, dtype=torch.bool, device=dev)[None]                   # no all-masked rows
     rec = _RecordKV()
     kw = {"logits_to_keep": 1} if keep_ok else {}
-    mask = attention_mask_for(model.config, allowed, p_pos, p_pos, mask_dtype)
+    masks = mask_plan(model.config)
+    mask = masks.build(allowed, p_pos, p_pos, mask_dtype)
     first_logits = model(input_ids=p_ids, attention_mask=mask, position_ids=p_pos, past_key_values=rec,
                          use_cache=True, **kw).logits[:, -1:]  # [U, 1, V]
     # response pass: keys = the row's prompt (its real tokens) ‖ its own response, causally (right pads come after
@@ -105,7 +106,7 @@ def shared_prompt_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Ten
     r_pos = plen[:, None] + ar_r[None, :]
     causal = ar_r[None, :] <= ar_r[:, None]                                          # [R, R]
     allowed = torch.cat([p_mask[owner][:, None, :].expand(b, r, p), causal[None].expand(b, r, r)], dim=2)
-    mask = attention_mask_for(model.config, allowed, r_pos, torch.cat([p_pos[owner], r_pos], dim=1), mask_dtype)
+    mask = masks.build(allowed, r_pos, torch.cat([p_pos[owner], r_pos], dim=1), mask_dtype)
     kw = {"logits_to_keep": r} if keep_ok else {}
     resp_logits = model(input_ids=response_ids, attention_mask=mask, position_ids=r_pos,
                         past_key_values=_PrefixKV(rec, owner), use_cache=True, **kw).logits[:, -r:]
