@@ -11,8 +11,8 @@ other rows copy the first one's cache row and last logits.
 
 Works with any HF causal LM whose attention layers call `past_key_values.update(k, v, layer_idx)` and accept a
 prepared mask mapping (Llama, Qwen2, Mistral, Gemma 3, ...); sliding-window layers get windowed masks
-(`zerotir.models.masks.MaskPlan`, read from the config once). Log-probs: see `zerotir.rollout.engine`; the forward runs in the
-model's dtype and logits are turned into log-probs in float32.
+(`zerotir.models.masks.MaskPlan`, read from the config once). Log-probs: see `zerotir.rollout.engine`; the forward
+runs in the model's dtype and logits are turned into log-probs in float32.
 """
 
 from __future__ import annotations
