@@ -67,6 +67,12 @@ METRICS: dict[str, str] = {
     "perf/eval_seconds": "wall time of the periodic eval",
     "perf/tokens_per_second": "sampled tokens per second of rollout",
     "perf/tool_seconds": "summed wall time of tool executions",
+    # compute (cumulative from step 0; see zerotir/train/compute.py for how FLOPs are counted)
+    "compute/flops": "cumulative estimated FLOPs: rollout and reference/critic forwards, training forward+backward",
+    "compute/tokens": "cumulative tokens processed: sampled (rollout) + trained (learner)",
+    "compute/seconds": "cumulative wall seconds of the steps",
+    "compute/cpu_seconds": "cumulative CPU seconds of this process (and its children) during the steps",
+    "model/params": "parameters of the policy model",
     # eval (held-out; also eval/<benchmark>/<metric>)
     "eval/accuracy": "held-out avg@k accuracy",
     "eval/code_ratio": "held-out share of responses with an executed call",

@@ -40,10 +40,11 @@ def _trajs(vocab: int, seed: int, n: int = 10) -> list[Trajectory]:
 
 
 def _reference(cfg, batches):
-    """The single-process update phase (zerotir.train.loop.update_phase, as the local loop runs it) on one Learner.
+    """The single-process update phase (zerotir.train.update.update_phase, as the local loop runs it) on one Learner.
     With 2 minibatches the batch is off-policy: both sides recompute old log-probs and apply TIS."""
     from zerotir.train.learner import Learner
-    from zerotir.train.loop import seed_everything, update_phase
+    from zerotir.train.loop import seed_everything
+    from zerotir.train.update import update_phase
 
     seed_everything(cfg.train.seed)
     learner = Learner(cfg)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from zerotir.train.learner import Learner, off_policy
-from zerotir.train.loop import update_phase
+from zerotir.train.update import update_phase
 
 from .conftest import random_trajs, tiny_cfg
 from .test_learner_update import _capture_grads

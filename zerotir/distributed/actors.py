@@ -143,13 +143,13 @@ class LearnerWorker:
         return self.rank
 
     def update(self, kept: list[Trajectory], step: int) -> list[dict[str, float]]:
-        """The loop's update phase (`zerotir.train.loop.update_phase`) with each optimizer step run on this rank's
+        """The loop's update phase (`zerotir.train.update.update_phase`) with each optimizer step run on this rank's
         share of the minibatch, gradients all-reduced through `Learner.update`'s grad_sync hook; returns one
         combined stats dict per optimizer step."""
         import torch.distributed as dist
 
         from zerotir.distributed.dp import allreduce_grads, combine_stats, rank_batch, rank_rows, share
-        from zerotir.train.loop import update_phase
+        from zerotir.train.update import update_phase
 
         learner, agg = self.learner, self.cfg.algo.loss_agg
 

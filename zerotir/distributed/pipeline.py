@@ -18,7 +18,7 @@ rollouts are re-launched on the current weights.
 
 Staleness statistics (rollout/staleness_mean, rollout/staleness_max) come from `zerotir.train.stats.staleness`,
 the same function the single-process loop logs with. Off-policy correction happens in the update phase
-(`zerotir.train.loop.update_phase`): with algo.tis_cap > 0 the learner recomputes the PPO old log-probs itself and
+(`zerotir.train.update.update_phase`): with algo.tis_cap > 0 the learner recomputes the PPO old log-probs itself and
 weights each token by min(old / behaviour, tis_cap), the behaviour log-probs being those recorded at rollout
 (current / behaviour is logged as loss/is_ratio_mean, loss/is_ratio_max). This module only bounds and measures lag.
 """

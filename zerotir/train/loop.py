@@ -22,8 +22,8 @@ import torch
 from zerotir.config import Config, save_config
 from zerotir.telemetry import METRICS, MetricsWriter, get_logger, make_run_dir, read_metrics, setup_logging
 from zerotir.train.sinks import Sinks, write_transcripts
-from zerotir.train.stats import (PromptSampler, mean_stats, reward_metrics, rollout_metrics, split_minibatches,
-                                 staleness)
+from zerotir.train.update import update_phase
+from zerotir.train.stats import PromptSampler, mean_stats, reward_metrics, rollout_metrics, staleness
 
 log = get_logger("train")
 
@@ -205,35 +205,6 @@ def refill_groups(trajs, kept, fstats: dict, cfg: Config, step: int, sampler, la
         trajs, kept, roll_s, rew_s = trajs + more, kept + k2, roll_s + r, rew_s + w
         fstats = {k: fstats.get(k, 0) + v for k, v in f2.items()}
     return trajs, kept, fstats, roll_s, rew_s
-
-
-def update_phase(learner, kept, cfg: Config, step: int, update=None) -> list[dict[str, float]]:
-    """collate → reference log-probs / critic values → advantages → (off-policy: the learner's own old log-probs,
-    rollout's as behaviour) → ppo_epochs x minibatches optimizer steps. Returns one stats dict per step.
-
-    update(minibatch) -> stats defaults to `learner.update`; data-parallel ranks pass their synced update."""
-    from zerotir.algos.advantages import compute_advantages
-    from zerotir.train.learner import off_policy
-    from zerotir.types import collate
-
-    if not kept:
-        return []
-    t = cfg.train
-    batch = collate(kept, learner.pad_id)
-    if learner.use_kl:
-        batch.ref_logprobs = learner.ref_logprobs(batch)
-    if learner.critic is not None:
-        batch.values = learner.values(batch)
-    compute_advantages(batch, cfg.algo)                 # KL-in-reward uses the rollout log-probs, so this comes first
-    if off_policy(cfg):
-        batch.behaviour_logprobs = batch.old_logprobs
-        batch.old_logprobs = learner.logprobs(batch) * batch.loss_mask
-    update = update or learner.update
-    stats = []
-    for epoch in range(t.ppo_epochs):
-        for idx in split_minibatches(batch.size, t.minibatches, (t.seed, step, epoch)):
-            stats.append(update(batch.select(idx)))
-    return stats
 
 
 def step_row(step: int, epoch: int, trajs, kept, scored: dict, fstats: dict, update_stats: list[dict], ev: dict,
