@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/async.py [--steps 8] [--learn-s 0.6] [--tool-s 0.15] [--gen-s 0.2]
 
-Both modes drive the real `zerotir.distributed.pipeline.RolloutPipeline`. The rollout worker is a single-threaded
+Both modes drive the real `zerotir.train.pipeline.RolloutPipeline`. The rollout worker is a single-threaded
 executor (like a Ray actor, it runs its calls in order: a weight sync queued behind an in-flight rollout waits for
 it) whose rollouts sleep for generation and fan their tool calls out to a sandbox pool of threads that sleep per
 call; the learner sleeps. Sleeping uses no CPU, so the figures are not disturbed by other load on the machine.
@@ -16,8 +16,9 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from zerotir.distributed.pipeline import RolloutBatch, RolloutPipeline
-from zerotir.train.stats import staleness
+from zerotir.metrics import staleness
+from zerotir.records import RolloutResult
+from zerotir.train.pipeline import RolloutPipeline
 from zerotir.types import Trajectory
 
 
@@ -30,17 +31,17 @@ class SimWorker:
         self.actor = ThreadPoolExecutor(1)                  # serial, like an actor's mailbox
         self.sandbox = ThreadPoolExecutor(args.sandbox_workers)
 
-    def _rollout(self, step: int) -> RolloutBatch:
+    def _rollout(self, step: int) -> RolloutResult:
         a = self.args
         v = self.version
         trajs = []
-        for turn in range(a.turns):                         # generate, then run this turn's tool calls in parallel
+        for _turn in range(a.turns):                         # generate, then run this turn's tool calls in parallel
             time.sleep(a.gen_s)
             list(self.sandbox.map(lambda _: time.sleep(a.tool_s), range(a.trajectories)))
         for _ in range(a.trajectories):
             trajs.append(Trajectory(problem_id=f"s{step}", prompt_ids=[1], response_ids=[2], loss_mask=[1],
                                     logprobs=[-1.0], policy_version=v))
-        return RolloutBatch(step, trajs)
+        return RolloutResult(tuple(trajs), step=step)
 
     def launch(self, step: int):
         return self.actor.submit(self._rollout, step)

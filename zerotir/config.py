@@ -224,6 +224,9 @@ class TrainConfig:
     """Run name."""
     eval_every: int = 10
     """Held-out eval every N steps (0 = only at the end)."""
+    eval_at_start: bool = True
+    """Evaluate the base model before the first update and log it as the step-0 row (compute 0): the starting
+    point of every curve the analysis fits."""
     save_every: int = 10
     """Checkpoint every N steps (0 = only at the end)."""
     keep_checkpoints: int = 2

@@ -28,7 +28,8 @@ def batch_of_groups():
 
 def test_defaults_drop_only_sandbox_errors():
     trajs = batch_of_groups()
-    kept, st = filter_trajectories(trajs, AlgoConfig())
+    res = filter_trajectories(trajs, AlgoConfig())
+    kept, st = res.kept, res.metrics()
     assert len(kept) == 9 and all(not t.sandbox_error for t in kept)
     assert st == {"filter/kept": 9.0, "filter/dropped_sandbox_errors": 1.0, "filter/dropped_uniform_groups": 0.0,
                   "filter/dropped_overlong": 0.0}
@@ -39,7 +40,8 @@ def test_dynamic_sampling_and_overlong():
     trajs = batch_of_groups()
     before = [dataclasses.asdict(t) for t in trajs]
     cfg = AlgoConfig(dynamic_sampling=True, overlong_filter=True)
-    kept, st = filter_trajectories(trajs, cfg)
+    res = filter_trajectories(trajs, cfg)
+    kept, st = res.kept, res.metrics()
     assert sorted({t.group_id for t in kept}) == [0, 3]
     assert st["filter/dropped_uniform_groups"] == 2.0          # group 1 (all right), group 2 (all wrong)
     assert st["filter/dropped_overlong"] == 1.0 and st["filter/kept"] == 5.0
@@ -52,16 +54,18 @@ def test_dynamic_sampling_and_overlong():
 def test_overlong_masked_row_keeps_group_baseline_but_trains_nothing():
     # group [0 (truncated), 1, 0]: mean 1/3 is computed with the truncated sample; its own row has no loss tokens
     trajs = [traj(0, 0.0, finish="length"), traj(0, 1.0), traj(0, 0.0)]
-    kept, _ = filter_trajectories(trajs, AlgoConfig(overlong_filter=True))
+    kept = list(filter_trajectories(trajs, AlgoConfig(overlong_filter=True)).kept)
     batch = collate(kept, pad_id=0)
-    compute_advantages(batch, AlgoConfig(name="dr_grpo"))
-    torch.testing.assert_close(batch.advantages[:, 0], torch.tensor([0.0, 2 / 3, -1 / 3]))
-    assert torch.all(batch.advantages[0] == 0)
+    adv = compute_advantages(batch, AlgoConfig(name="dr_grpo")).advantages
+    torch.testing.assert_close(adv[:, 0], torch.tensor([0.0, 2 / 3, -1 / 3]))
+    assert torch.all(adv[0] == 0)
 
 
 def test_dynamic_sampling_drops_singletons_left_after_errors():
     trajs = [traj(0, 1.0), traj(0, 0.0, sandbox_error=True)]
-    kept, st = filter_trajectories(trajs, AlgoConfig(dynamic_sampling=True))
-    assert kept == [] and st["filter/dropped_uniform_groups"] == 1.0 and st["filter/dropped_sandbox_errors"] == 1.0
-    kept, st = filter_trajectories(trajs, AlgoConfig(dynamic_sampling=True, drop_sandbox_errors=False))
+    res = filter_trajectories(trajs, AlgoConfig(dynamic_sampling=True))
+    kept, st = res.kept, res.metrics()
+    assert kept == () and st["filter/dropped_uniform_groups"] == 1.0 and st["filter/dropped_sandbox_errors"] == 1.0
+    res = filter_trajectories(trajs, AlgoConfig(dynamic_sampling=True, drop_sandbox_errors=False))
+    kept, st = res.kept, res.metrics()
     assert len(kept) == 2 and st["filter/dropped_uniform_groups"] == 0.0

@@ -1,4 +1,4 @@
-"""Async pipeline primitives: launch order, staleness bound, dropping stale batches, sharding, merging."""
+"""Async pipeline primitives: launch order, staleness bound, dropping stale batches, sharding."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from zerotir.distributed.pipeline import Done, RolloutBatch, RolloutPipeline, is_fresh, merge_batches, shard
-from zerotir.train.stats import staleness
+from zerotir.metrics import staleness
+from zerotir.records import RolloutResult
+from zerotir.train.pipeline import Done, RolloutPipeline, is_fresh, shard
 from zerotir.types import Trajectory
+
+
+def RolloutBatch(step: int, trajs: list) -> RolloutResult:  # noqa: N802 - reads like the record it builds
+    return RolloutResult(tuple(trajs), step=step)
 
 
 def traj(version: int, reward: float = 0.0) -> Trajectory:
@@ -79,24 +84,32 @@ def test_is_fresh_boundary():
     assert is_fresh(b, current=4, max_staleness=2)
 
 
-def test_async_rollout_runs_while_caller_trains():
-    """With a thread pool, step 2's rollout starts before step 1's training finishes (structural, untimed)."""
-    started = {}
+@pytest.mark.parametrize("async_mode", [True, False])
+def test_async_rollout_runs_while_caller_trains(async_mode):
+    """Async: step 2's rollout is launched before step 1's training starts and runs while it trains. Sync: it is
+    launched only after. (Structural: "training" waits for step 2's rollout to have run; a timeout means it did not.)"""
+    launched_before_training: dict[int, bool] = {}
     training = threading.Event()
+    step2_ran = threading.Event()
     pool = ThreadPoolExecutor(2)
 
     def launch(step):
+        launched_before_training[step] = not training.is_set()
+
         def work():
-            started[step] = training.is_set()
+            if step == 2:
+                step2_ran.set()
             return RolloutBatch(step, [traj(0)])
         return pool.submit(work)
 
-    pipe = RolloutPipeline(launch, max_staleness=1, async_mode=True)
+    pipe = RolloutPipeline(launch, max_staleness=1, async_mode=async_mode)
     pipe.get(1, version=0, last_step=2)
-    training.set()       # "training" step 1 now
+    training.set()                                               # "training" step 1 now
+    overlapped = step2_ran.wait(timeout=2.0 if async_mode else 0.2)
     pipe.get(2, version=1, last_step=2)
     pool.shutdown()
-    assert 2 in started  # was launched during get(1), i.e. before training ended
+    assert launched_before_training[2] is async_mode
+    assert overlapped is async_mode
 
 
 def test_out_of_order_request_fails():
@@ -119,18 +132,6 @@ def test_shard_contiguous_offsets():
     # union of shards is the input, in order
     items = list(range(11))
     assert [x for _, s in shard(items, 3) for x in s] == items
-
-
-def test_merge_batches_hand_computed():
-    a = RolloutBatch(1, [traj(0), traj(0), traj(0)], {"reward/format": 1.0, "perf/rollout_seconds": 2.0,
-                                                      "reward/verify_timeouts": 1.0})
-    b = RolloutBatch(1, [traj(1)], {"reward/format": 0.0, "perf/rollout_seconds": 5.0,
-                                    "reward/verify_timeouts": 2.0})
-    m = merge_batches(1, [a, b])
-    assert len(m.trajectories) == 4 and m.min_version == 0
-    assert m.metrics["reward/format"] == pytest.approx(0.75)   # (1*3 + 0*1) / 4
-    assert m.metrics["perf/rollout_seconds"] == 5.0           # parallel workers: the slowest
-    assert m.metrics["reward/verify_timeouts"] == 3.0         # counts add
 
 
 def test_sandbox_replica_pins_workers_round_robin():

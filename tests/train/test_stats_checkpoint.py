@@ -1,4 +1,4 @@
-"""Prompt sampler cursor, step metrics (hand-computed), minibatch split, and atomic checkpoints."""
+"""Prompt sampler cursor, minibatch split, and atomic checkpoints."""
 
 import os
 
@@ -6,8 +6,8 @@ import torch
 
 from zerotir.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from zerotir.train.learner import Learner
-from zerotir.train.stats import PromptSampler, reward_metrics, rollout_metrics, split_minibatches
-from zerotir.types import Problem, Segment, ToolCall, Trajectory
+from zerotir.train.stats import PromptSampler, split_minibatches
+from zerotir.types import Problem
 
 from .conftest import tiny_cfg
 
@@ -23,36 +23,6 @@ def test_sampler_cursor_resumes_same_sequence():
     c.restore(b.cursor)
     assert [p.id for p in c.take(4)] == first[3:]
     assert [p.id for p in PromptSampler(probs, shuffle=False).take(6)] == ["0", "1", "2", "3", "4", "0"]
-
-
-def _traj(n_sampled, n_tool, calls=(), correct=False, answer=None, finish="eos"):
-    n = n_sampled + n_tool
-    mask = [1] * n_sampled + [0] * n_tool
-    segs = [Segment("model", 0, n_sampled)] + ([Segment("tool", n_sampled, n)] if n_tool else [])
-    tcs = [ToolCall(code="x", status=s, executed=s != "skipped", output_segment=1 if s != "skipped" else None,
-                    duration_s=0.5) for s in calls]
-    return Trajectory(problem_id="p", prompt_ids=[1], response_ids=[2] * n, loss_mask=mask,
-                      logprobs=[-1.0 if m else 0.0 for m in mask], segments=segs, tool_calls=tcs,
-                      correct=correct, reward=float(correct), answer=answer, finish_reason=finish)
-
-
-def test_rollout_and_reward_metrics_hand_computed():
-    trajs = [_traj(10, 4, calls=("ok", "error"), correct=True, answer="1"),
-             _traj(6, 2, calls=("timeout", "skipped"), answer="2"),
-             _traj(8, 0, finish="length")]
-    m = rollout_metrics(trajs)
-    assert m["rollout/code_ratio"] == 2 / 3
-    assert m["rollout/tool_calls_per_response"] == 1.0          # (2 + 1 + 0) / 3
-    assert m["rollout/tool_error_rate"] == 1 / 3                 # 1 error of 3 executed
-    assert m["rollout/tool_timeouts"] == 1.0
-    assert m["rollout/budget_exceeded_calls"] == 1.0
-    assert m["rollout/response_tokens"] == 8.0                   # (10 + 6 + 8) / 3
-    assert m["rollout/tool_tokens"] == 2.0                       # (4 + 2 + 0) / 3
-    assert m["rollout/truncation_rate"] == 1 / 3
-    assert m["perf/tool_seconds"] == 1.5
-    r = reward_metrics(trajs)
-    assert r["reward/accuracy"] == 1 / 3 and r["reward/format"] == 2 / 3
-    assert r["reward/accuracy_with_code"] == 0.5 and r["reward/accuracy_without_code"] == 0.0
 
 
 def test_split_minibatches_partition():

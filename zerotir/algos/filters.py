@@ -1,7 +1,7 @@
 """Trajectory filters applied between reward and collate.
 
-    kept, stats = filter_trajectories(trajs, cfg.algo)      # stats: filter/* metric names, additive counts
-    short = needs_refill(kept, target_groups)                # how many more prompts the loop should sample
+    result = filter_trajectories(trajs, cfg.algo)          # records.FilterResult: kept + additive drop counts
+    short = needs_refill(result.kept, target_groups)        # how many more prompts the loop should sample
 
 Order: (1) drop trajectories with a sandbox infrastructure failure (algo.drop_sandbox_errors) — the code was not
 at fault, so neither reward nor penalty is deserved; (2) overlong filter (algo.overlong_filter): responses that ended
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
+from typing import Sequence
 
+from zerotir.records import FilterResult
 from zerotir.types import Trajectory
 
 
@@ -28,26 +30,18 @@ def _masked_copy(t: Trajectory) -> Trajectory:
                                raw_logprobs=[0.0] * len(t.raw_logprobs))
 
 
-def filter_trajectories(trajs: list[Trajectory], cfg) -> tuple[list[Trajectory], dict[str, float]]:
-    """Apply the filters enabled in `cfg` (an AlgoConfig). Returns (kept trajectories, stats) with stats
-    filter/kept, filter/dropped_sandbox_errors, filter/dropped_uniform_groups (groups), filter/dropped_overlong
-    (trajectories masked out) — counts, so the loop may add the stats of refill rounds."""
-    stats = {"filter/kept": 0.0, "filter/dropped_sandbox_errors": 0.0, "filter/dropped_uniform_groups": 0.0,
-             "filter/dropped_overlong": 0.0}
+def filter_trajectories(trajs: Sequence[Trajectory], cfg) -> FilterResult:
+    """Apply the filters enabled in `cfg` (an AlgoConfig). The result's counts add across refill rounds
+    (`FilterResult.concat`); its `metrics()` are the filter/* names."""
     kept = list(trajs)
+    dropped_sandbox = dropped_overlong = dropped_groups = 0
     if cfg.drop_sandbox_errors:
         before = len(kept)
         kept = [t for t in kept if not t.sandbox_error]
-        stats["filter/dropped_sandbox_errors"] = float(before - len(kept))
+        dropped_sandbox = before - len(kept)
     if cfg.overlong_filter:
-        out = []
-        for t in kept:
-            if t.finish_reason == "length":
-                stats["filter/dropped_overlong"] += 1.0
-                out.append(_masked_copy(t))
-            else:
-                out.append(t)
-        kept = out
+        dropped_overlong = sum(t.finish_reason == "length" for t in kept)
+        kept = [_masked_copy(t) if t.finish_reason == "length" else t for t in kept]
     if cfg.dynamic_sampling:
         groups: OrderedDict[int, list[Trajectory]] = OrderedDict()
         for t in kept:
@@ -56,14 +50,14 @@ def filter_trajectories(trajs: list[Trajectory], cfg) -> tuple[list[Trajectory],
         for members in groups.values():
             # A group left with one member also carries no relative signal: drop it too.
             if len(members) < 2 or len({float(t.reward) for t in members}) == 1:
-                stats["filter/dropped_uniform_groups"] += 1.0
+                dropped_groups += 1
             else:
                 kept.extend(members)
     # A group whose members are all overlong-masked trains nothing; it still counts as kept (its copies are cheap).
-    stats["filter/kept"] = float(len(kept))
-    return kept, stats
+    return FilterResult(kept=tuple(kept), dropped_sandbox_errors=dropped_sandbox,
+                        dropped_uniform_groups=dropped_groups, dropped_overlong=dropped_overlong)
 
 
-def needs_refill(kept: list[Trajectory], target_groups: int) -> int:
+def needs_refill(kept: Sequence[Trajectory], target_groups: int) -> int:
     """How many more prompts dynamic sampling should draw so the step trains on `target_groups` groups (>= 0)."""
     return max(0, target_groups - len({t.group_id for t in kept}))

@@ -3,7 +3,7 @@ with `ray.remote` and places them.
 
 RolloutWorker: one generation engine (HF or vLLM) + one sandbox pool (or its share of a sandbox service: a comma-
 separated `sandbox.url` pins worker i to replica i mod n) + one reward scorer. `rollout()` runs THE
-rollout + reward phase of the single-process loop (`zerotir.train.loop.generate`) on a shard of the step's prompts;
+rollout + reward phase of the single-process backend (`zerotir.train.phases.generate`) on a shard of the step's prompts;
 trajectories record the engine's policy version. `update_weights()` is queued behind any in-flight rollout (an
 actor runs its calls in order), which is what makes async rollouts measurably stale rather than torn.
 
@@ -18,26 +18,8 @@ import socket
 from typing import Any
 
 from zerotir.config import Config
-from zerotir.distributed.pipeline import RolloutBatch
+from zerotir.records import EvalResult, RolloutResult, UpdateResult
 from zerotir.types import Problem, Trajectory
-
-
-def make_rollout_engine(cfg: Config):
-    """The rollout engine named by cfg.rollout.engine, on this actor's device, weights from cfg.model.path."""
-    from zerotir.models import check_model_dir, load_model_and_tokenizer, pick_device
-
-    if cfg.rollout.engine == "vllm":
-        from zerotir.distributed.vllm_engine import VLLMEngine
-
-        return VLLMEngine(str(check_model_dir(cfg.model.path)), seed=cfg.train.seed,
-                          engine_kwargs={"dtype": cfg.model.dtype})
-    if cfg.rollout.engine != "hf":
-        raise ValueError(f"rollout.engine: unknown engine '{cfg.rollout.engine}' (hf, vllm)")
-    from zerotir.rollout.hf_engine import HFEngine
-
-    device = pick_device(cfg.model.device)
-    model, tok = load_model_and_tokenizer(cfg.model.path, device, cfg.model.dtype)
-    return HFEngine(model, tok, max_batch=cfg.rollout.batch_size, device=device, seed=cfg.train.seed)
 
 
 def sandbox_replica(url: str, index: int) -> str:
@@ -57,13 +39,14 @@ def _limit_threads(n: int) -> None:
 class RolloutWorker:
     def __init__(self, cfg: Config, index: int, threads: int = 1):
         from zerotir.reward import RewardScorer
+        from zerotir.rollout.engines import make_engine
         from zerotir.sandbox import make_sandbox
-        from zerotir.train.loop import seed_everything
+        from zerotir.train.phases import seed_everything
 
         _limit_threads(threads)
         seed_everything(cfg.train.seed)
         self.cfg, self.index = cfg, index
-        self.engine = make_rollout_engine(cfg)
+        self.engine = make_engine(cfg)
         sb_cfg = cfg.sandbox
         if sb_cfg.backend == "remote":
             sb_cfg = dataclasses.replace(sb_cfg, url=sandbox_replica(sb_cfg.url, index))
@@ -77,18 +60,17 @@ class RolloutWorker:
         self.engine.update_weights(state_dict, version)
         return self.engine.policy_version
 
-    def rollout(self, step: int, problems: list[Problem], group_offset: int, seed: int) -> RolloutBatch:
+    def rollout(self, step: int, problems: list[Problem], group_offset: int, seed: int) -> RolloutResult:
         """Rollout + reward of `problems` (group ids start at `group_offset`) with the engine's current weights."""
-        from zerotir.train.loop import generate
+        from zerotir.train.phases import generate
 
-        trajs, scored, t_roll, t_rew = generate(problems, self.engine, self.sandbox, self.scorer, self.cfg,
-                                                self.engine.policy_version, group_offset, seed)
-        return RolloutBatch(step, trajs, {**scored, "perf/rollout_seconds": t_roll, "perf/reward_seconds": t_rew})
+        return generate(problems, self.engine, self.sandbox, self.scorer, self.cfg,
+                        version=self.engine.policy_version, group_offset=group_offset, seed=seed, step=step)
 
-    def evaluate(self, eval_set: list[Problem], step: int) -> dict[str, float]:
-        from zerotir.train.loop import periodic_eval
+    def evaluate(self, eval_set: list[Problem], step: int) -> EvalResult:
+        from zerotir.train.phases import heldout_eval
 
-        return periodic_eval(eval_set, self.engine, self.sandbox, self.scorer, self.cfg, step)
+        return heldout_eval(eval_set, self.engine, self.sandbox, self.scorer, self.cfg, step)
 
     def close(self) -> None:
         for res in (self.scorer, self.sandbox):
@@ -128,7 +110,7 @@ class LearnerWorker:
 
         from zerotir.distributed.dp import broadcast_params
         from zerotir.train.learner import Learner
-        from zerotir.train.loop import seed_everything
+        from zerotir.train.phases import seed_everything
 
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":  # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU
@@ -142,9 +124,9 @@ class LearnerWorker:
             broadcast_params(self.learner.critic)
         return self.rank
 
-    def update(self, kept: list[Trajectory], step: int) -> list[dict[str, float]]:
-        """The loop's update phase (`zerotir.train.update.update_phase`) with each optimizer step run on this rank's
-        share of the minibatch, gradients all-reduced through `Learner.update`'s grad_sync hook; returns one
+    def update(self, kept: list[Trajectory], step: int) -> UpdateResult:
+        """The update phase (`zerotir.train.update.update_phase`) with each optimizer step run on this rank's share
+        of the minibatch, gradients all-reduced through `Learner.update`'s grad_sync hook; the record holds one
         combined stats dict per optimizer step."""
         import torch.distributed as dist
 
@@ -161,7 +143,12 @@ class LearnerWorker:
             dist.all_gather_object(gathered, (st, w, wt))
             return combine_stats([g[0] for g in gathered], [g[1] for g in gathered], [g[2] for g in gathered])
 
-        return update_phase(learner, kept, self.cfg, step, update=synced_update)
+        from zerotir.train.backend import update_result
+        from zerotir.train.compute import shape_of
+
+        stats = update_phase(learner, kept, self.cfg, step, update=synced_update)
+        return update_result(stats, kept, self.cfg, shape_of(learner.policy), use_kl=learner.use_kl,
+                             critic=learner.critic is not None)
 
     def policy_state_dict(self) -> dict[str, Any]:
         """CPU copies of the policy weights (HF names) for the rollout engines."""

@@ -1,14 +1,15 @@
-"""`ray_train(cfg)`: the single-process loop's phases on a Ray topology.
+"""`ray_train(cfg)`: THE training loop (`zerotir.train.loop.train`) with its phases on a Ray topology (`RayBackend`).
 
     rollout workers (actors: engine + sandbox pool + scorer) ──trajectories──▶ driver ──kept──▶ learner group
           ▲                                                                                    (torch.distributed
           └──────────────── versioned weights (rank 0's state dict, one object-store copy) ◀────  gloo / NCCL)
 
-Per step: the step's prompts are split into contiguous shards (group ids as in one process) and rolled out on the
-workers through `RolloutPipeline` (sync: on the current weights; async: up to train.max_staleness steps ahead);
-filter (+ dynamic-sampling refills); the learner ranks run the update phase data-parallel; rank 0's weights go to
-every worker with the new version; periodic eval on worker 0; one metrics row with the same names as the local
-loop; transcripts; checkpoints from rank 0 (the same format `zerotir train --resume` reads).
+Per step the loop launches the step's prompts, which this backend splits into contiguous shards (group ids as in one
+process) rolled out on the workers (sync: on the current weights; async: up to train.max_staleness steps ahead,
+through the loop's `RolloutPipeline`); the shards' results are joined (`RolloutResult.concat`, counts add, metrics
+computed afterwards from the joined trajectories); the learner ranks run the update phase data-parallel; rank 0's
+weights go to every worker with the new version; eval on worker 0; checkpoints from rank 0 (the same format
+`zerotir train --resume` reads).
 
 Local mode (train.ray_address '') starts Ray with this machine's CPUs (and GPUs, if any). With GPUs, every actor
 gets one GPU from a placement group: learner bundles first (packed, so NCCL ranks share nodes), then rollout
@@ -19,29 +20,30 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from zerotir.config import Config
-from zerotir.distributed.pipeline import RolloutBatch, RolloutPipeline, merge_batches, shard
-from zerotir.telemetry import MetricsWriter, get_logger, setup_logging
+from zerotir.records import EvalResult, RolloutResult, UpdateResult
+from zerotir.telemetry import get_logger
+from zerotir.train.pipeline import shard
+from zerotir.types import Problem, Trajectory
 
 log = get_logger("distributed")
 
 
 @dataclass
 class RayHandle:
-    """The refs of one step's per-worker rollouts; `result()` gathers and merges them in worker order."""
+    """The refs of one rollout call's per-worker shards; `result()` joins them in worker order (they ran in
+    parallel: the call took as long as its slowest shard)."""
 
-    step: int
     refs: list[Any]
 
-    def result(self) -> RolloutBatch:
+    def result(self) -> RolloutResult:
         import ray
 
-        return merge_batches(self.step, ray.get(self.refs))
+        return RolloutResult.concat(ray.get(self.refs), parallel=True)
 
 
 def init_ray(cfg: Config) -> bool:
@@ -119,103 +121,79 @@ class Topology:
             remove_placement_group(self.pg)
 
 
-def ray_train(cfg: Config, run_dir: str | None = None, resume: str | bool = False) -> Path:
-    """Train per `cfg` on Ray (train.rollout_workers actors, train.learners data-parallel ranks); returns the run
-    directory, laid out exactly like the local loop's. `resume` / `run_dir` mean what they mean for
-    `zerotir.train.loop.train` (checkpoints are interchangeable between the two backends)."""
-    import ray
+class RayBackend:
+    """The `zerotir.train.backend.Backend` protocol on a Ray topology: rollouts sharded over the rollout workers
+    (contiguous shards, so group ids are those of one process), data-parallel updates on every learner rank, rank 0's
+    weights to every worker, eval on worker 0, checkpoints written by rank 0 and read by every rank."""
 
-    from zerotir.algos.filters import filter_trajectories
-    from zerotir.train.loop import (_cfg_dict, _truncate_metrics, refill_groups, resolve_run_dir, seed_everything,
-                                    step_row, validate_inputs)
-    from zerotir.train.sinks import Sinks, write_transcripts
-    from zerotir.train.stats import PromptSampler
+    def __init__(self, cfg: Config):
+        from zerotir.models import resolve_model_path
+        from zerotir.train.compute import shape_from_dir
 
-    setup_logging(cfg.logging.level)
-    hf_view = copy.deepcopy(cfg)
-    hf_view.rollout.engine = "hf"  # the local loop's input check refuses vllm; the engine is chosen by the actors
-    train_set, eval_set = validate_inputs(hf_view)
-    run, ckpt = resolve_run_dir(cfg, resume, run_dir)
-    seed_everything(cfg.train.seed)
-    t, a = cfg.train, cfg.algo
-    sampler = PromptSampler(train_set, seed=t.seed, shuffle=cfg.data.shuffle)
-    started = init_ray(cfg)
-    topo = None
-    try:
-        topo = Topology(cfg)
-        start = 0
-        if ckpt is not None:  # every rank loads weights + optimizer state; the driver restores the data cursor
-            state = ray.get([lw.load_checkpoint.remote(str(ckpt)) for lw in topo.learners])[0]
-            sampler.restore(state["data_cursor"])
-            start = int(state["step"])
-            log.info("resumed from %s (step %d)", ckpt, start)
-        _truncate_metrics(run / "metrics.jsonl", start)
-        ray.get(topo.sync_weights(start))  # engines start from the learner's exact weights
-        n_roll = len(topo.workers)
-        log.info("ray: %d rollout workers, %d learners, %s mode; run dir %s", n_roll, len(topo.learners),
-                 "async" if t.async_rollout else "sync", run)
+        self.cfg = cfg
+        self.started = init_ray(cfg)
+        self.topo: Topology | None = None
+        try:
+            self.topo = Topology(cfg)
+        except BaseException:
+            self.close()
+            raise
+        self.shape = shape_from_dir(str(resolve_model_path(cfg.model.path)))
+        log.info("ray: %d rollout workers, %d learners, %s mode", len(self.topo.workers), len(self.topo.learners),
+                 "async" if cfg.train.async_rollout else "sync")
 
-        def launch_problems(step: int, problems, offset: int, seed: int) -> RayHandle:
-            refs = [topo.workers[i % n_roll].rollout.remote(step, part, offset + off, seed)
-                    for i, (off, part) in enumerate(shard(problems, n_roll))]
-            return RayHandle(step, refs)
+    def launch(self, step: int, problems: Sequence[Problem], group_offset: int, seed: int) -> RayHandle:
+        workers = self.topo.workers
+        refs = [workers[i % len(workers)].rollout.remote(step, part, group_offset + off, seed)
+                for i, (off, part) in enumerate(shard(list(problems), len(workers)))]
+        return RayHandle(refs)
 
-        cursors: dict[int, dict[str, int]] = {}  # data cursor before each step's prompts were taken
-        step_problems: dict[int, list] = {}       # a step re-launched (its batch was too stale) keeps its prompts
+    def update(self, kept: Sequence[Trajectory], step: int) -> UpdateResult:
+        import ray
 
-        def launch(step: int) -> RayHandle:  # prompts are taken in step order, so sync and async see the same ones
-            if step not in step_problems:
-                cursors[step] = dict(sampler.cursor)
-                step_problems[step] = sampler.take(t.prompts_per_step)
-            return launch_problems(step, step_problems[step], 0, t.seed * 1_000_003 + step * 101)
+        kept_ref = ray.put(list(kept))
+        return ray.get([lw.update.remote(kept_ref, step) for lw in self.topo.learners])[0]
 
-        pipe = RolloutPipeline(launch, max_staleness=t.max_staleness, async_mode=t.async_rollout)
-        pipe.start(start + 1)
-        writer = MetricsWriter(run)
-        with Sinks(run, cfg.logging, _cfg_dict(cfg)) as sinks:
-            for step in range(start + 1, t.steps + 1):
-                t0 = time.perf_counter()
-                batch = pipe.get(step, version=step - 1, last_step=t.steps)
-                step_problems.pop(step, None)
-                trajs, scored = batch.trajectories, dict(batch.metrics)
-                kept, fstats = filter_trajectories(trajs, a)
-                trajs, kept, fstats, r2, w2 = refill_groups(
-                    trajs, kept, fstats, cfg, step, sampler,
-                    lambda probs, off, seed: launch_problems(step, probs, off, seed).result().unpacked())
-                t_roll = scored.pop("perf/rollout_seconds", 0.0) + r2
-                t_rew = scored.pop("perf/reward_seconds", 0.0) + w2
-                # ---- data-parallel update on every learner rank (stats are combined across ranks)
-                t_up = time.perf_counter()
-                kept_ref = ray.put(kept)
-                update_stats = ray.get([lw.update.remote(kept_ref, step) for lw in topo.learners])[0]
-                t_up = time.perf_counter() - t_up
-                # ---- versioned weight sync (queued behind in-flight async rollouts), periodic eval on worker 0
-                synced = topo.sync_weights(step)
-                if not t.async_rollout:
-                    ray.get(synced)
-                is_last = step == t.steps
-                ev = {}
-                if eval_set and ((t.eval_every and step % t.eval_every == 0) or is_last):
-                    ev = ray.get(topo.workers[0].evaluate.remote(eval_set, step))
-                row = step_row(step, sampler.epoch, trajs, kept, scored, fstats, update_stats, ev,
-                               {"perf/rollout_seconds": t_roll, "perf/reward_seconds": t_rew,
-                                "perf/update_seconds": t_up}, t0)
-                writer.write(row)
-                sinks.write(row)
-                if t.transcripts_every and (step % t.transcripts_every == 0 or step == 1):
-                    write_transcripts(run, step, trajs)
-                if (t.save_every and step % t.save_every == 0) or is_last:
-                    # the cursor before any prompts of a step launched ahead (async), so a resume re-takes them
-                    cursor = cursors.get(step + 1, sampler.cursor)
-                    ray.get(topo.learners[0].save_checkpoint.remote(str(run), step, {"data_cursor": cursor},
-                                                                    t.keep_checkpoints))
-        pipe.drain()
-        if pipe.dropped_batches:
-            log.warning("%d rollout batches were older than train.max_staleness and were regenerated",
-                        pipe.dropped_batches)
-    finally:
-        if topo is not None:
-            topo.close()
-        if started:
+    def sync_weights(self, version: int, wait: bool = True) -> None:
+        import ray
+
+        refs = self.topo.sync_weights(version)   # queued behind in-flight async rollouts
+        if wait:
+            ray.get(refs)
+
+    def evaluate(self, problems: Sequence[Problem], step: int) -> EvalResult:
+        import ray
+
+        return ray.get(self.topo.workers[0].evaluate.remote(list(problems), step))
+
+    def save(self, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> None:
+        import ray
+
+        ray.get(self.topo.learners[0].save_checkpoint.remote(str(run_dir), step, state, keep))
+
+    def load(self, checkpoint: Path) -> dict[str, Any]:
+        """Every rank loads weights + optimizer state; returns state.json (data cursor, compute totals)."""
+        import ray
+
+        return ray.get([lw.load_checkpoint.remote(str(checkpoint)) for lw in self.topo.learners])[0]
+
+    def close(self) -> None:
+        import ray
+
+        if self.topo is not None:
+            self.topo.close()
+            self.topo = None
+        if self.started:
             ray.shutdown()
-    return run
+            self.started = False
+
+
+def ray_train(cfg: Config, run_dir: str | None = None, resume: str | bool = False) -> Path:
+    """Train per `cfg` on Ray (train.rollout_workers actors, train.learners data-parallel ranks) with THE training
+    loop (`zerotir.train.loop.train`); the run directory is laid out exactly like a local run's, and checkpoints are
+    interchangeable between the two backends."""
+    from zerotir.train.loop import train
+
+    cfg = copy.deepcopy(cfg)
+    cfg.train.backend = "ray"
+    return train(cfg, resume=resume, run_dir=run_dir, backend_factory=RayBackend)

@@ -23,10 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from zerotir.eval import metrics as M
+from zerotir.metrics import prefixed, trajectory_metrics
+from zerotir.records import rollout_seed
 from zerotir.telemetry import EVAL_METRICS, get_logger
 from zerotir.types import Problem, Trajectory
 
 log = get_logger("eval")
+
+TOOL_METRICS: tuple[str, ...] = tuple(k for k in EVAL_METRICS if k not in ("accuracy", "pass@k", "maj@k"))
+"""The eval's trajectory figures, computed by zerotir.metrics.trajectory_metrics (the training rows' function)."""
 
 
 @dataclass
@@ -101,7 +106,7 @@ def summarize(problems: Sequence[Problem], trajectories: Sequence[Trajectory], s
         "accuracy": M.avg_at_k(n, c) if records else 0.0,
         "pass@k": pass_at.get(samples, 0.0),
         "maj@k": float(sum(r.majority_correct for r in records) / len(records)) if records else 0.0,
-        **M.tool_stats(trajs),
+        **prefixed(trajectory_metrics(trajs), "", TOOL_METRICS),
     }
     assert set(metrics) == set(EVAL_METRICS), "eval metrics drifted from telemetry.EVAL_METRICS"
     extra = {"problems": float(len(records)), "trajectories": float(len(trajs)),
@@ -157,7 +162,7 @@ def evaluate(problems: Sequence[Problem], engine: Any, sandbox: Any, scorer: Any
         if not todo:
             continue
         trajs = rollout(todo, engine, sandbox, rollout_cfg, n_samples=samples, max_tool_calls=max_tool_calls,
-                        seed=seed * 1_000_003 + ci)
+                        seed=rollout_seed(seed, 0, ci))
         _normalise_sample_indices(trajs, samples)
         scorer.score(trajs, rollout_cfg.max_total_tokens)
         new.extend(trajs)

@@ -13,9 +13,8 @@ Responses without an extracted answer do not vote. Ties go to the answer whose f
 sample index), so the result is deterministic. The winning group counts as correct when its earliest sample was
 verified correct by the reward (all samples of a group normally agree, since they have the same answer).
 
-Tool statistics (`tool_stats`) follow the rollout's definitions (zerotir.types): a response "uses code" when it has
-at least one EXECUTED call; error / timeout rates are shares of executed calls; response tokens are the sampled
-(model) tokens, tool tokens the inserted ones.
+Tool statistics (code ratio, error rates, tokens) come from `zerotir.metrics.trajectory_metrics`, the function the
+training rows use too.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-
-from zerotir.types import Trajectory
 
 
 # ------------------------------------------------------------------------------------------ accuracy estimators
@@ -133,59 +130,3 @@ def maj_at_k(answers: Sequence[Sequence[str | None]], correct: Sequence[Sequence
     if len(answers) == 0:
         return 0.0
     return float(np.mean([majority_vote(a, c)[1] for a, c in zip(answers, correct)]))
-
-
-# ---------------------------------------------------------------------------------------------- tool statistics
-
-
-def code_ratio(trajs: Sequence[Trajectory]) -> float:
-    """Share of responses with at least one executed tool call."""
-    return float(np.mean([t.num_tool_calls > 0 for t in trajs])) if trajs else 0.0
-
-
-def tool_calls_per_response(trajs: Sequence[Trajectory]) -> float:
-    """Executed tool calls per response (calls beyond the budget were not run and do not count)."""
-    return float(np.mean([t.num_tool_calls for t in trajs])) if trajs else 0.0
-
-
-def _executed_status_rate(trajs: Sequence[Trajectory], status: str) -> float:
-    statuses = [c.status for t in trajs for c in t.tool_calls if c.executed]
-    return sum(s == status for s in statuses) / len(statuses) if statuses else 0.0
-
-
-def tool_error_rate(trajs: Sequence[Trajectory]) -> float:
-    """Share of executed calls whose status is 'error' (exception / non-zero exit); 0 when nothing ran."""
-    return _executed_status_rate(trajs, "error")
-
-
-def tool_timeout_rate(trajs: Sequence[Trajectory]) -> float:
-    """Share of executed calls that hit the sandbox time limit; 0 when nothing ran."""
-    return _executed_status_rate(trajs, "timeout")
-
-
-def response_tokens(trajs: Sequence[Trajectory]) -> float:
-    """Mean model-sampled tokens per response (inserted tool tokens excluded)."""
-    return float(np.mean([t.num_sampled_tokens for t in trajs])) if trajs else 0.0
-
-
-def tool_tokens(trajs: Sequence[Trajectory]) -> float:
-    """Mean inserted (tool output / budget message) tokens per response."""
-    return float(np.mean([t.num_tool_tokens for t in trajs])) if trajs else 0.0
-
-
-def truncation_rate(trajs: Sequence[Trajectory]) -> float:
-    """Share of responses that ended with finish reason 'length' (the token budget)."""
-    return float(np.mean([t.finish_reason == "length" for t in trajs])) if trajs else 0.0
-
-
-def tool_stats(trajs: Sequence[Trajectory]) -> dict[str, float]:
-    """All tool-use metrics, keyed by their telemetry.EVAL_METRICS names."""
-    return {
-        "code_ratio": code_ratio(trajs),
-        "tool_calls_per_response": tool_calls_per_response(trajs),
-        "tool_error_rate": tool_error_rate(trajs),
-        "tool_timeout_rate": tool_timeout_rate(trajs),
-        "response_tokens": response_tokens(trajs),
-        "tool_tokens": tool_tokens(trajs),
-        "truncation_rate": truncation_rate(trajs),
-    }

@@ -1,7 +1,7 @@
 """The training/eval reward: extract the final answer, verify it, add the optional shaping terms.
 
     with RewardScorer(cfg.reward) as scorer:
-        metrics = scorer.score(trajectories, max_total_tokens=cfg.rollout.max_total_tokens)
+        summary = scorer.score(trajectories, max_total_tokens=cfg.rollout.max_total_tokens)
 
 `score` fills, on each trajectory: answer (extracted, or None), correct, reward, and reward_components with keys
     correct             1.0 when the answer verified correct, else 0.0
@@ -10,12 +10,14 @@
     overlong_penalty    soft length penalty (<= 0), see `overlong_penalty`
 and reward = the sum of the components. With the defaults (all shaping off, as in the paper) reward == correct.
 Sandbox infrastructure failures (status 'sandbox_error') are never the policy's fault and are not penalised.
-It returns reward/* metrics (names from zerotir/telemetry.py METRICS). It never raises on a bad response: answers
-the verifier cannot decide score wrong.
+It returns a `ScoreSummary` holding what the trajectories cannot: the count of verifications that hit the time
+limit. Metrics (reward/accuracy, ...) are computed from the scored trajectories by `zerotir.metrics`, never here.
+It never raises on a bad response: answers the verifier cannot decide score wrong.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from zerotir.reward.extract import ANSWER_FORMATS, extract_answer
@@ -42,8 +44,12 @@ def overlong_penalty(length: int, max_total_tokens: int, penalty: float, buffer_
     return -float(penalty) * min(1.0, (length - start) / buffer_tokens)
 
 
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else 0.0
+@dataclass(frozen=True)
+class ScoreSummary:
+    """What one `score` call knows beyond the trajectories' own fields."""
+
+    verify_timeouts: int = 0
+    """Verifications stopped by the verifier's time limit (those answers scored wrong)."""
 
 
 class RewardScorer:
@@ -71,10 +77,8 @@ class RewardScorer:
         if self._owns_verifier:
             self.verifier.close()
 
-    def score(self, trajectories: list, max_total_tokens: int) -> dict[str, float]:
-        """Score `trajectories` in place (answer, correct, reward, reward_components); return reward/* metrics:
-        reward/mean, reward/accuracy, reward/format, reward/accuracy_with_code, reward/accuracy_without_code,
-        reward/verify_timeouts."""
+    def score(self, trajectories: list, max_total_tokens: int) -> ScoreSummary:
+        """Score `trajectories` in place (answer, correct, reward, reward_components)."""
         c = self.cfg
         answers = [extract_answer(t.response_text, c.answer_format) for t in trajectories]
         todo = [i for i, a in enumerate(answers) if a is not None and str(trajectories[i].gold_answer).strip()]
@@ -97,13 +101,4 @@ class RewardScorer:
             t.correct = correct
             t.reward_components = comps
             t.reward = float(sum(comps.values()))
-        code = [t for t in trajectories if t.num_tool_calls > 0]
-        text = [t for t in trajectories if t.num_tool_calls == 0]
-        return {
-            "reward/mean": _mean([t.reward for t in trajectories]),
-            "reward/accuracy": _mean([float(t.correct) for t in trajectories]),
-            "reward/format": _mean([float(t.answer is not None) for t in trajectories]),
-            "reward/accuracy_with_code": _mean([float(t.correct) for t in code]),
-            "reward/accuracy_without_code": _mean([float(t.correct) for t in text]),
-            "reward/verify_timeouts": float(timeouts),
-        }
+        return ScoreSummary(verify_timeouts=timeouts)

@@ -12,22 +12,26 @@ the checkpoint restores weights, optimizer, scheduler and RNG states.
 from __future__ import annotations
 
 import copy
-import random
 import time
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
-import torch
-
+from zerotir.algos.filters import filter_trajectories, needs_refill
 from zerotir.config import Config, save_config
-from zerotir.telemetry import METRICS, MetricsWriter, get_logger, make_run_dir, read_metrics, setup_logging
+from zerotir.metrics import step_row
+from zerotir.records import FilterResult, RolloutResult, rollout_seed
+from zerotir.telemetry import MetricsWriter, get_logger, make_run_dir, read_metrics, setup_logging
+from zerotir.train.backend import Backend, LocalBackend
+from zerotir.train.compute import ComputeTotals, cpu_seconds, rollout_flops
+from zerotir.train.phases import seed_everything
+from zerotir.train.pipeline import Handle, RolloutPipeline
 from zerotir.train.sinks import Sinks, write_transcripts
-from zerotir.train.update import update_phase
-from zerotir.train.stats import PromptSampler, mean_stats, reward_metrics, rollout_metrics, staleness
+from zerotir.train.stats import PromptSampler
 
 log = get_logger("train")
 
-LOSS_KEYS = [k for k in METRICS if k.startswith(("loss/", "optim/"))]
+MAX_REFILLS = 3
+"""Dynamic sampling rolls out more prompts at most this many times per step."""
 
 
 def validate_inputs(cfg: Config):
@@ -84,151 +88,108 @@ def resolve_run_dir(cfg: Config, resume: str | bool, run_dir: str | None) -> tup
     return make_run_dir(cfg.train.run_dir, cfg.train.name, cfg), None
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+class StepPrompts:
+    """Each step's prompts, taken from the sampler in step order when the step is first launched (so sync and async
+    runs see the same prompts), kept for a step re-launched because its batch was too stale; remembers the data
+    cursor before each step's prompts, which is what a checkpoint must store when later steps were launched ahead."""
+
+    def __init__(self, backend: Backend, sampler: PromptSampler, per_step: int, seed: int):
+        self.backend, self.sampler, self.per_step, self.seed = backend, sampler, per_step, seed
+        self.problems: dict[int, list] = {}
+        self.cursors: dict[int, dict[str, int]] = {}
+
+    def launch(self, step: int) -> Handle:
+        """Roll out step `step`'s prompts (the pipeline calls this, possibly ahead of the learner)."""
+        if step not in self.problems:
+            self.cursors[step] = dict(self.sampler.cursor)
+            self.problems[step] = self.sampler.take(self.per_step)
+        return self.backend.launch(step, self.problems[step], 0, rollout_seed(self.seed, step))
+
+    def resume_cursor(self, step: int) -> dict[str, int]:
+        """The cursor a checkpoint after `step` stores: before any prompts of steps launched ahead."""
+        self.problems.pop(step, None)
+        return self.cursors.pop(step + 1, None) or dict(self.sampler.cursor)
 
 
-def make_engine(learner, cfg: Config, version: int):
-    """The generation engine: its own copy of the policy weights (the learner's model is training)."""
-    from zerotir.models import load_model_and_tokenizer
-    from zerotir.rollout.hf_engine import HFEngine
-
-    model, tok = load_model_and_tokenizer(cfg.model.path, str(learner.device), cfg.model.dtype)
-    engine = HFEngine(model, tok, max_batch=cfg.rollout.batch_size, device=str(learner.device), seed=cfg.train.seed)
-    engine.update_weights(learner.policy_state_dict(), version)
-    return engine
-
-
-def generate(problems, engine, sandbox, scorer, cfg: Config, version: int, group_offset: int, seed: int):
-    """Rollout + reward for one set of prompts. Returns (scored trajectories, scorer metrics, rollout s, reward s)."""
-    from zerotir.rollout.tir import rollout
-
-    t0 = time.perf_counter()
-    trajs = rollout(problems, engine, sandbox, cfg.rollout, n_samples=cfg.rollout.n_samples,
-                    max_tool_calls=cfg.rollout.max_tool_calls, policy_version=version, group_offset=group_offset,
-                    seed=seed)
-    t1 = time.perf_counter()
-    scored = scorer.score(trajs, cfg.rollout.max_total_tokens) or {}
-    return trajs, dict(scored), t1 - t0, time.perf_counter() - t1
-
-
-def periodic_eval(eval_set, engine, sandbox, scorer, cfg: Config, step: int) -> dict[str, float]:
-    """Held-out eval through THE eval function (`zerotir eval` calls the same)."""
-    from zerotir.eval.core import eval_rollout_config, evaluate
-
-    t0 = time.perf_counter()
-    report = evaluate(eval_set, engine, sandbox, scorer, rollout_cfg=eval_rollout_config(cfg.rollout, cfg.eval),
-                      samples=cfg.eval.samples, max_tool_calls=cfg.eval.max_tool_calls, seed=cfg.train.seed + step)
-    return {**report.metric_row("eval/"), "perf/eval_seconds": time.perf_counter() - t0}
-
-
-def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None) -> Path:
-    """Run RL training per `cfg`; returns the run directory (config.yaml, metrics.jsonl, transcripts/, checkpoints/)."""
+def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
+          backend_factory: Callable[[Config], Backend] | None = None) -> Path:
+    """Run RL training per `cfg`; returns the run directory (config.yaml, metrics.jsonl, transcripts/, checkpoints/).
+    backend_factory: where the phases run (default `LocalBackend`; `zerotir.distributed.ray_train` passes Ray's)."""
     setup_logging(cfg.logging.level)
     train_set, eval_set = validate_inputs(cfg)                       # bad inputs fail here, before any work
-    from zerotir.algos.filters import filter_trajectories
-    from zerotir.reward import RewardScorer
-    from zerotir.sandbox import make_sandbox
-    from zerotir.train.checkpoint import load_checkpoint, save_checkpoint
-    from zerotir.train.learner import Learner
-
     run, ckpt = resolve_run_dir(cfg, resume, run_dir)
     seed_everything(cfg.train.seed)
     t, a = cfg.train, cfg.algo
-    learner = Learner(cfg)
-    sampler = PromptSampler(train_set, seed=t.seed, shuffle=cfg.data.shuffle)
-    start = 0
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, learner)
-        sampler.restore(state["data_cursor"])
-        start = int(state["step"])
-        log.info("resumed from %s (step %d)", ckpt, start)
-    _truncate_metrics(run / "metrics.jsonl", start)                  # rows a killed run wrote past its checkpoint
-    writer = MetricsWriter(run)
-    engine = make_engine(learner, cfg, version=start)
-    log.info("run dir %s: %d training problems, %d held-out; steps %d..%d", run, len(train_set), len(eval_set),
-             start + 1, t.steps)
-
-    with make_sandbox(cfg.sandbox) as sandbox, RewardScorer(cfg.reward) as scorer, \
-            Sinks(run, cfg.logging, _cfg_dict(cfg)) as sinks:
-        for step in range(start + 1, t.steps + 1):
-            t0 = time.perf_counter()
-            # ---- sample prompts → rollout → reward → filter (dynamic sampling refills from the next prompts)
-            problems = sampler.take(t.prompts_per_step)
-            trajs, scored, t_roll, t_rew = generate(problems, engine, sandbox, scorer, cfg, step - 1, 0,
-                                                    seed=t.seed * 1_000_003 + step * 101)
-            kept, fstats = filter_trajectories(trajs, a)
-            trajs, kept, fstats, r2, w2 = refill_groups(
-                trajs, kept, fstats, cfg, step, sampler,
-                lambda probs, off, seed: generate(probs, engine, sandbox, scorer, cfg, step - 1, off, seed))
-            t_roll, t_rew = t_roll + r2, t_rew + w2
-            # ---- collate → reference log-probs / critic values → advantages → PPO epochs x minibatches
-            t_up = time.perf_counter()
-            update_stats = update_phase(learner, kept, cfg, step)
-            t_up = time.perf_counter() - t_up
-            # ---- engine weight sync, periodic eval
-            engine.update_weights(learner.policy_state_dict(), step)
-            is_last = step == t.steps
-            ev = {}
-            if eval_set and ((t.eval_every and step % t.eval_every == 0) or is_last):
-                ev = periodic_eval(eval_set, engine, sandbox, scorer, cfg, step)
-            # ---- log one row with every name, transcripts, checkpoint
-            row = step_row(step, sampler.epoch, trajs, kept, scored, fstats, update_stats, ev,
-                           {"perf/rollout_seconds": t_roll, "perf/reward_seconds": t_rew, "perf/update_seconds": t_up},
-                           t0)
-            writer.write(row)
-            sinks.write(row)
-            if t.transcripts_every and (step % t.transcripts_every == 0 or step == 1):
-                write_transcripts(run, step, trajs)
-            if (t.save_every and step % t.save_every == 0) or is_last:
-                save_checkpoint(run, step, learner, {"data_cursor": sampler.cursor}, keep=t.keep_checkpoints)
+    backend = (backend_factory or LocalBackend)(cfg)
+    try:
+        sampler = PromptSampler(train_set, seed=t.seed, shuffle=cfg.data.shuffle)
+        start, totals = 0, ComputeTotals()
+        if ckpt is not None:
+            state = backend.load(ckpt)
+            sampler.restore(state["data_cursor"])
+            start, totals = int(state["step"]), ComputeTotals.from_state(state.get("compute"))
+            log.info("resumed from %s (step %d)", ckpt, start)
+        _truncate_metrics(run / "metrics.jsonl", start)              # rows a killed run wrote past its checkpoint
+        backend.sync_weights(start)                                  # engines start from the learner's exact weights
+        prompts = StepPrompts(backend, sampler, t.prompts_per_step, t.seed)
+        pipe = RolloutPipeline(prompts.launch, max_staleness=t.max_staleness, async_mode=t.async_rollout)
+        pipe.start(start + 1)
+        writer = MetricsWriter(run)
+        log.info("run dir %s: %d training problems, %d held-out; steps %d..%d", run, len(train_set), len(eval_set),
+                 start + 1, t.steps)
+        with Sinks(run, cfg.logging, _cfg_dict(cfg)) as sinks:
+            if start == 0 and eval_set and t.eval_at_start:             # the base model: the curves' step 0
+                base = backend.evaluate(eval_set, 0)
+                row = {"step": 0, "epoch": 0, "policy_version": 0, **base.metrics,
+                       "perf/eval_seconds": base.seconds, **totals.row(backend.shape.params)}
+                writer.write(row)
+                sinks.write(row)
+            for step in range(start + 1, t.steps + 1):
+                t0, cpu0 = time.perf_counter(), cpu_seconds()
+                # ---- rollout + reward (launched ahead in async mode) → filter
+                rollout = pipe.get(step, version=step - 1, last_step=t.steps)
+                filtered = filter_trajectories(rollout.trajectories, a)
+                # ---- dynamic sampling: refill from the next prompts until enough groups survive
+                for refill in range(1, MAX_REFILLS + 1 if a.dynamic_sampling else 1):
+                    if not (short := needs_refill(filtered.kept, t.prompts_per_step)):
+                        break
+                    more = backend.launch(step, sampler.take(short), refill * t.prompts_per_step,
+                                          rollout_seed(t.seed, step, refill)).result()
+                    rollout = RolloutResult.concat([rollout, more])
+                    filtered = FilterResult.concat([filtered, filter_trajectories(more.trajectories, a)])
+                if a.dynamic_sampling and filtered.groups < t.prompts_per_step:
+                    log.warning("step %d: dynamic sampling kept %d of %d groups after %d refills; training on fewer",
+                                step, filtered.groups, t.prompts_per_step, MAX_REFILLS)
+                # ---- update (collate → advantages → optimizer steps) → weight sync
+                t_up = time.perf_counter()
+                update = backend.update(filtered.kept, step)
+                t_up = time.perf_counter() - t_up
+                backend.sync_weights(step, wait=not t.async_rollout)
+                totals = totals.add(rollout_flops(backend.shape, rollout.trajectories) + update.flops,
+                                    rollout.sampled_tokens + update.trained_tokens, time.perf_counter() - t0,
+                                    cpu_seconds() - cpu0)
+                # ---- periodic eval, one metrics row, transcripts, checkpoint
+                is_last = step == t.steps
+                evaluation = None
+                if eval_set and ((t.eval_every and step % t.eval_every == 0) or is_last):
+                    evaluation = backend.evaluate(eval_set, step)
+                row = step_row(step, sampler.epoch, rollout, filtered, update, evaluation, update_seconds=t_up,
+                               step_seconds=time.perf_counter() - t0, compute=totals.row(backend.shape.params))
+                writer.write(row)
+                sinks.write(row)
+                if t.transcripts_every and (step % t.transcripts_every == 0 or step == 1):
+                    write_transcripts(run, step, list(rollout.trajectories))
+                cursor = prompts.resume_cursor(step)
+                if (t.save_every and step % t.save_every == 0) or is_last:
+                    backend.save(run, step, {"data_cursor": cursor, "compute": totals.state()},
+                                 keep=t.keep_checkpoints)
+        pipe.drain()
+        if pipe.dropped_batches:
+            log.warning("%d rollout batches were older than train.max_staleness and were regenerated",
+                        pipe.dropped_batches)
+    finally:
+        backend.close()
     return run
-
-
-def refill_groups(trajs, kept, fstats: dict, cfg: Config, step: int, sampler, launch):
-    """Dynamic sampling: while fewer than prompts_per_step groups survived the filter, roll out that many more
-    prompts (at most 3 times). launch(problems, group_offset, seed) -> (scored trajectories, metrics, rollout s,
-    reward s), the shape of `generate`. Returns (all trajectories, kept, filter stats, extra rollout s, extra reward s).
-    """
-    from zerotir.algos.filters import filter_trajectories, needs_refill
-
-    t, a = cfg.train, cfg.algo
-    roll_s = rew_s = 0.0
-    for refill in range(1, 4 if a.dynamic_sampling else 1):
-        if not (short := needs_refill(kept, t.prompts_per_step)):
-            break
-        seed = t.seed * 1_000_003 + step * 101 + refill
-        more, _, r, w = launch(sampler.take(short), refill * t.prompts_per_step, seed)
-        k2, f2 = filter_trajectories(more, a)
-        trajs, kept, roll_s, rew_s = trajs + more, kept + k2, roll_s + r, rew_s + w
-        fstats = {k: fstats.get(k, 0) + v for k, v in f2.items()}
-    return trajs, kept, fstats, roll_s, rew_s
-
-
-def step_row(step: int, epoch: int, trajs, kept, scored: dict, fstats: dict, update_stats: list[dict], ev: dict,
-             perf: dict[str, float], t0: float) -> dict[str, float]:
-    """One metrics row with every name: rollout/reward/scorer/staleness/loss/filter metrics, perf timings
-    (perf holds perf/rollout_seconds, perf/reward_seconds, perf/update_seconds), eval, step seconds since t0."""
-    sampled = sum(x.num_sampled_tokens for x in trajs)
-    return {"step": step, "epoch": epoch, "policy_version": step,
-            **rollout_metrics(trajs), **reward_metrics(trajs), **_known(scored), **staleness(kept, step - 1),
-            **{k: 0.0 for k in LOSS_KEYS}, **mean_stats(update_stats), **_filter_row(fstats, len(kept)), **perf,
-            "perf/tokens_per_second": sampled / max(perf["perf/rollout_seconds"], 1e-9), **ev,
-            "perf/step_seconds": time.perf_counter() - t0}
-
-
-def _filter_row(fstats: dict, kept: int) -> dict[str, float]:
-    row = {"filter/kept": float(kept), "filter/dropped_uniform_groups": 0.0, "filter/dropped_sandbox_errors": 0.0,
-           "filter/dropped_overlong": 0.0}
-    row.update({k: float(v) for k, v in fstats.items() if k in row and k != "filter/kept"})
-    return row
-
-
-def _known(metrics: dict) -> dict[str, float]:
-    """The scorer's metrics that are in the vocabulary (others are dropped rather than failing the run)."""
-    return {k: float(v) for k, v in metrics.items() if k in METRICS}
 
 
 def _cfg_dict(cfg: Config) -> dict:

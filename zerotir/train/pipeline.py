@@ -6,8 +6,8 @@
         ... train on batch.trajectories ...        # learner version becomes `step`
         ... sync weights to the engines ...
 
-`launch(step)` starts the rollouts meant for `step` and returns a handle with `.result() -> RolloutBatch` (a
-`concurrent.futures.Future`, or a small wrapper around Ray object refs). The engines record the policy version that
+`launch(step)` starts the rollouts meant for `step` and returns a handle with `.result() -> RolloutResult` (`Done`
+for the local backend, which generates synchronously; a small wrapper around Ray object refs for Ray). The engines record the policy version that
 actually generated each trajectory, so staleness is measured, not assumed.
 
 Sync mode (the default): nothing is launched ahead, so every trajectory comes from the current weights (lag 0).
@@ -16,8 +16,7 @@ step v+a is consumed at version v+a-1, so its lag is at most a <= max_staleness.
 anyway: a batch older than `max_staleness` (e.g. a weight sync that fell behind) is dropped, counted, and that step's
 rollouts are re-launched on the current weights.
 
-Staleness statistics (rollout/staleness_mean, rollout/staleness_max) come from `zerotir.train.stats.staleness`,
-the same function the single-process loop logs with. Off-policy correction happens in the update phase
+Staleness statistics (rollout/staleness_mean, rollout/staleness_max) come from `zerotir.metrics.staleness`. Off-policy correction happens in the update phase
 (`zerotir.train.update.update_phase`): with algo.tis_cap > 0 the learner recomputes the PPO old log-probs itself and
 weights each token by min(old / behaviour, tis_cap), the behaviour log-probs being those recorded at rollout
 (current / behaviour is logged as loss/is_ratio_mean, loss/is_ratio_max). This module only bounds and measures lag.
@@ -26,37 +25,17 @@ weights each token by min(old / behaviour, tis_cap), the behaviour log-probs bei
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
-from zerotir.types import Trajectory
-
-
-@dataclass
-class RolloutBatch:
-    """The (scored) trajectories generated for one training step, with the rollout side's metrics and timings."""
-
-    step: int
-    trajectories: list[Trajectory]
-    metrics: dict[str, float] = field(default_factory=dict)
-    """Scorer metrics and perf/* timings of the rollout side (names from telemetry.METRICS)."""
-
-    def unpacked(self) -> tuple[list[Trajectory], dict[str, float], float, float]:
-        """(trajectories, metrics, rollout s, reward s): the shape `train.loop.generate` returns."""
-        return (self.trajectories, self.metrics, self.metrics.get("perf/rollout_seconds", 0.0),
-                self.metrics.get("perf/reward_seconds", 0.0))
-
-    @property
-    def min_version(self) -> int:
-        """Oldest policy version among the trajectories (the batch's worst lag)."""
-        return min((t.policy_version for t in self.trajectories), default=0)
+from zerotir.records import RolloutResult
 
 
 class Handle(Protocol):
-    def result(self) -> RolloutBatch: ...
+    def result(self) -> RolloutResult: ...
 
 
-def is_fresh(batch: RolloutBatch, current: int, max_staleness: int) -> bool:
+def is_fresh(batch: RolloutResult, current: int, max_staleness: int) -> bool:
     """Every trajectory of the batch is at most `max_staleness` versions behind `current`."""
     return current - batch.min_version <= max_staleness
 
@@ -83,7 +62,7 @@ class RolloutPipeline:
             self.inflight.append((self.next_step, self.launch(self.next_step)))
             self.next_step += 1
 
-    def get(self, step: int, version: int, last_step: int | None = None) -> RolloutBatch:
+    def get(self, step: int, version: int, last_step: int | None = None) -> RolloutResult:
         """The batch for `step` with the learner at `version`; launches steps up to step + ahead (never past
         `last_step`) before waiting, so they generate while this step trains."""
         self._fill(min(step + self.ahead, last_step) if last_step is not None else step + self.ahead)
@@ -111,28 +90,10 @@ class RolloutPipeline:
 class Done:
     """An already-computed handle (sync code paths and tests)."""
 
-    value: RolloutBatch
+    value: RolloutResult
 
-    def result(self) -> RolloutBatch:
+    def result(self) -> RolloutResult:
         return self.value
-
-
-def merge_batches(step: int, parts: Sequence[RolloutBatch]) -> RolloutBatch:
-    """Concatenate the per-worker batches of one step (in worker order); counts add, other metrics are
-    trajectory-weighted means, and perf/*_seconds take the max (workers run in parallel)."""
-    trajs = [t for p in parts for t in p.trajectories]
-    n = max(len(trajs), 1)
-    metrics: dict[str, float] = {}
-    keys = {k for p in parts for k in p.metrics}
-    for k in sorted(keys):
-        vals = [(p.metrics[k], len(p.trajectories)) for p in parts if k in p.metrics]
-        if k.startswith("perf/") and k.endswith("_seconds"):
-            metrics[k] = max(v for v, _ in vals)
-        elif k.endswith(("timeouts", "_count")) or k == "rollout/num_trajectories":
-            metrics[k] = sum(v for v, _ in vals)
-        else:
-            metrics[k] = sum(v * w for v, w in vals) / n
-    return RolloutBatch(step, trajs, metrics)
 
 
 def shard(items: Sequence[Any], n: int) -> list[tuple[int, list[Any]]]:

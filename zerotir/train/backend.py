@@ -1,0 +1,113 @@
+"""Where the training loop's phases run: the backend protocol and the single-process backend.
+
+`zerotir.train.loop.train` is the only driver loop; it talks to a `Backend`, which owns the model copies (learner
+and rollout engines), the sandbox and the reward scorer:
+
+    launch(step, problems, group_offset, seed) -> Handle     rollout + reward; Handle.result() -> RolloutResult
+    update(kept, step) -> UpdateResult                        collate → advantages → optimizer steps
+    sync_weights(version, wait)                               learner weights → rollout engines
+    evaluate(problems, step) -> EvalResult                    held-out eval (THE eval function)
+    save(run_dir, step, state, keep) / load(checkpoint) -> state
+    shape: ModelShape                                         for compute accounting
+    close()
+
+`LocalBackend` runs everything in this process (rollouts are generated when launched, so `Done` handles).
+`zerotir.distributed.driver.RayBackend` implements the same protocol with Ray actors; `ray_train` passes it to
+`train`. Data parallelism belongs to the backend's learner ranks, never to the loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from zerotir.config import Config
+from zerotir.records import EvalResult, RolloutResult, UpdateResult
+from zerotir.train.compute import ModelShape, shape_of, update_flops
+from zerotir.train.pipeline import Done, Handle
+from zerotir.types import Problem, Trajectory
+
+
+class Backend(Protocol):
+    shape: ModelShape
+
+    def launch(self, step: int, problems: Sequence[Problem], group_offset: int, seed: int) -> Handle: ...
+
+    def update(self, kept: Sequence[Trajectory], step: int) -> UpdateResult: ...
+
+    def sync_weights(self, version: int, wait: bool = True) -> None: ...
+
+    def evaluate(self, problems: Sequence[Problem], step: int) -> EvalResult: ...
+
+    def save(self, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> None: ...
+
+    def load(self, checkpoint: Path) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def update_result(stats: list[dict[str, float]], kept: Sequence[Trajectory], cfg: Config, shape: ModelShape, *,
+                  use_kl: bool, critic: bool) -> UpdateResult:
+    """The update phase's record: per-step stats and its compute (see zerotir.train.compute)."""
+    from zerotir.train.learner import off_policy
+
+    passes = int(use_kl) + int(critic) + int(off_policy(cfg))
+    flops, tokens = update_flops(shape, kept, epochs=cfg.train.ppo_epochs,
+                                 shared_prompts=cfg.train.share_prompt_forward, forward_only_passes=passes,
+                                 critic=critic)
+    return UpdateResult(steps=tuple(stats), trained_tokens=tokens, flops=flops)
+
+
+class LocalBackend:
+    """Learner, one HF engine (its own copy of the weights), sandbox pool and reward scorer in this process."""
+
+    def __init__(self, cfg: Config):
+        from zerotir.reward import RewardScorer
+        from zerotir.rollout.engines import make_engine
+        from zerotir.sandbox import make_sandbox
+        from zerotir.train.learner import Learner
+
+        self.cfg = cfg
+        self.sandbox = make_sandbox(cfg.sandbox).__enter__()
+        self.scorer = RewardScorer(cfg.reward).__enter__()
+        self.learner = Learner(cfg)
+        self.engine = make_engine(cfg, device=str(self.learner.device))
+        self.shape = shape_of(self.learner.policy)
+
+    def launch(self, step: int, problems: Sequence[Problem], group_offset: int, seed: int) -> Done:
+        from zerotir.train.phases import generate
+
+        return Done(generate(problems, self.engine, self.sandbox, self.scorer, self.cfg, version=step - 1,
+                             group_offset=group_offset, seed=seed, step=step))
+
+    def update(self, kept: Sequence[Trajectory], step: int) -> UpdateResult:
+        from zerotir.train.update import update_phase
+
+        stats = update_phase(self.learner, list(kept), self.cfg, step)
+        return update_result(stats, kept, self.cfg, self.shape, use_kl=self.learner.use_kl,
+                             critic=self.learner.critic is not None)
+
+    def sync_weights(self, version: int, wait: bool = True) -> None:
+        self.engine.update_weights(self.learner.policy_state_dict(), version)
+
+    def evaluate(self, problems: Sequence[Problem], step: int) -> EvalResult:
+        from zerotir.train.phases import heldout_eval
+
+        return heldout_eval(problems, self.engine, self.sandbox, self.scorer, self.cfg, step)
+
+    def save(self, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> None:
+        from zerotir.train.checkpoint import save_checkpoint
+
+        save_checkpoint(run_dir, step, self.learner, state, keep=keep)
+
+    def load(self, checkpoint: Path) -> dict[str, Any]:
+        from zerotir.train.checkpoint import load_checkpoint
+
+        return load_checkpoint(checkpoint, self.learner)
+
+    def close(self) -> None:
+        for res in (self.scorer, self.sandbox):
+            try:
+                res.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - best-effort shutdown; the run's results are already written
+                pass

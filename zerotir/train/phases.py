@@ -1,0 +1,47 @@
+"""The phases one backend process runs, shared by the local backend and the Ray rollout workers: rollout + reward
+of a set of prompts (`generate`) and the held-out eval (`heldout_eval`). Each returns a step record."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from zerotir.config import Config
+from zerotir.records import EvalResult, RolloutResult
+from zerotir.types import Problem
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def generate(problems: Sequence[Problem], engine: Any, sandbox: Any, scorer: Any, cfg: Config, *, version: int,
+             group_offset: int, seed: int, step: int) -> RolloutResult:
+    """Rollout (engine + sandbox) and reward of `problems`; group ids start at `group_offset`."""
+    from zerotir.rollout.tir import rollout
+
+    t0 = time.perf_counter()
+    trajs = rollout(list(problems), engine, sandbox, cfg.rollout, n_samples=cfg.rollout.n_samples,
+                    max_tool_calls=cfg.rollout.max_tool_calls, policy_version=version, group_offset=group_offset,
+                    seed=seed)
+    t1 = time.perf_counter()
+    summary = scorer.score(trajs, cfg.rollout.max_total_tokens)
+    return RolloutResult(tuple(trajs), rollout_seconds=t1 - t0, reward_seconds=time.perf_counter() - t1,
+                         verify_timeouts=summary.verify_timeouts, step=step)
+
+
+def heldout_eval(eval_set: Sequence[Problem], engine: Any, sandbox: Any, scorer: Any, cfg: Config,
+                 step: int) -> EvalResult:
+    """Held-out eval through THE eval function (`zerotir eval` calls the same)."""
+    from zerotir.eval.core import eval_rollout_config, evaluate
+
+    t0 = time.perf_counter()
+    report = evaluate(eval_set, engine, sandbox, scorer, rollout_cfg=eval_rollout_config(cfg.rollout, cfg.eval),
+                      samples=cfg.eval.samples, max_tool_calls=cfg.eval.max_tool_calls, seed=cfg.train.seed + step)
+    return EvalResult(metrics=report.metric_row("eval/"), seconds=time.perf_counter() - t0)
