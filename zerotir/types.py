@@ -24,7 +24,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
+
+if TYPE_CHECKING:   # annotations only: this leaf module imports torch lazily (inside collate)
+    import torch
 
 ExecStatus = Literal["ok", "error", "timeout", "oom", "killed", "sandbox_error"]
 EXEC_STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "oom", "killed", "sandbox_error")
@@ -234,43 +237,58 @@ def read_trajectories(path: str | Path) -> list[Trajectory]:
 
 @dataclass
 class TrainBatch:
-    """What the learner consumes: B trajectories as padded tensors (torch). Shapes:
+    """What the learner consumes: B trajectories as padded torch tensors. Shapes and dtypes:
 
-    prompt_ids     [B, P] long   prompts, LEFT-padded with pad_id (so every response starts at column P)
-    prompt_mask    [B, P] long   1 on real prompt tokens
-    response_ids   [B, R] long   responses, RIGHT-padded with pad_id
-    response_mask  [B, R] long   1 on real response tokens (sampled or inserted) — attention
-    loss_mask      [B, R] float  1 on sampled tokens only (copied from Trajectory.loss_mask, never recomputed)
-    old_logprobs   [B, R] float  behaviour log-probs recorded at rollout (0 where loss_mask is 0)
-    rewards        [B]    float  scalar outcome reward per trajectory
-    group_ids      [B]    long   prompt group (for group baselines)
-    policy_version [B]    long   learner version that generated each row
-    advantages     [B, R] float  filled by the advantage estimator (None before)
-    returns        [B, R] float  value targets (GAE only)
-    values         [B, R] float  critic values at rollout time (GAE only)
-    ref_logprobs   [B, R] float  reference-policy log-probs (only when a KL term is used)
-    behaviour_logprobs [B, R] float  rollout log-probs when old_logprobs were recomputed by the learner (off-policy
-                                     batches, truncated importance sampling); None otherwise (old = behaviour)
+    prompt_ids         [B, P] long   prompts, LEFT-padded with pad_id (so every response starts at column P)
+    prompt_mask        [B, P] long   1 on real prompt tokens
+    response_ids       [B, R] long   responses, RIGHT-padded with pad_id
+    response_mask      [B, R] long   1 on real response tokens (sampled or inserted) — attention
+    loss_mask          [B, R] float  1 on sampled tokens only (copied from Trajectory.loss_mask, never recomputed)
+    behaviour_logprobs [B, R] float  log-probs recorded at rollout under the distribution sampled from (0 where
+                                     loss_mask is 0)
+    rewards            [B]    float  scalar outcome reward per trajectory
+    group_ids          [B]    long   prompt group (for group baselines)
+    policy_version     [B]    long   learner version that generated each row
+
+    Filled in by the update phase (`train.update.prepare_batch`), each once, before any optimizer step:
+    ref_logprobs       [B, R] float  reference-policy log-probs (only when a KL term is used)
+    values             [B, R] float  critic values at rollout time (GAE only)
+    advantages         [B, R] float  from `algos.advantages.compute_advantages`
+    returns            [B, R] float  value targets (read by GAE's critic loss)
+    proximal_logprobs  [B, R] float  the learner's own log-probs before the first optimizer step of an off-policy
+                                     batch (`train.update.off_policy`); None when the batch is on-policy
+
+    No field changes meaning during an update: the rollout's log-probs are always `behaviour_logprobs`, the learner's
+    recomputed ones always `proximal_logprobs`. Build a filled-in batch with `replace`, not by assigning fields.
     """
 
-    prompt_ids: Any
-    prompt_mask: Any
-    response_ids: Any
-    response_mask: Any
-    loss_mask: Any
-    old_logprobs: Any
-    rewards: Any
-    group_ids: Any
-    policy_version: Any
-    advantages: Any = None
-    returns: Any = None
-    values: Any = None
-    ref_logprobs: Any = None
-    behaviour_logprobs: Any = None
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    loss_mask: torch.Tensor
+    behaviour_logprobs: torch.Tensor
+    rewards: torch.Tensor
+    group_ids: torch.Tensor
+    policy_version: torch.Tensor
+    ref_logprobs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    proximal_logprobs: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
         return int(self.response_ids.shape[0])
+
+    @property
+    def old_logprobs(self) -> torch.Tensor:
+        """The log-probs PPO's ratio is taken against: proximal when the learner recomputed them, else behaviour."""
+        return self.behaviour_logprobs if self.proximal_logprobs is None else self.proximal_logprobs
+
+    def replace(self, **fields: Any) -> "TrainBatch":
+        """A copy with `fields` set (tensors are shared, not copied)."""
+        return dataclasses.replace(self, **fields)
 
     def select(self, idx: Any) -> "TrainBatch":
         """Rows `idx` (a list or a LongTensor) of every tensor field, as a new batch."""
@@ -296,7 +314,7 @@ def collate(trajectories: list[Trajectory], pad_id: int) -> TrainBatch:
     response_ids = torch.full((b, r), pad_id, dtype=torch.long)
     response_mask = torch.zeros((b, r), dtype=torch.long)
     loss_mask = torch.zeros((b, r), dtype=torch.float32)
-    old_logprobs = torch.zeros((b, r), dtype=torch.float32)
+    behaviour = torch.zeros((b, r), dtype=torch.float32)
     for i, t in enumerate(trajectories):
         lp, lr = len(t.prompt_ids), len(t.response_ids)
         if lp:
@@ -306,10 +324,10 @@ def collate(trajectories: list[Trajectory], pad_id: int) -> TrainBatch:
             response_ids[i, :lr] = torch.tensor(t.response_ids)
             response_mask[i, :lr] = 1
             loss_mask[i, :lr] = torch.tensor(t.loss_mask, dtype=torch.float32)
-            old_logprobs[i, :lr] = torch.tensor(t.logprobs, dtype=torch.float32)
+            behaviour[i, :lr] = torch.tensor(t.logprobs, dtype=torch.float32)
     return TrainBatch(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask, response_ids=response_ids, response_mask=response_mask,
-        loss_mask=loss_mask, old_logprobs=old_logprobs,
+        loss_mask=loss_mask, behaviour_logprobs=behaviour,
         rewards=torch.tensor([t.reward for t in trajectories], dtype=torch.float32),
         group_ids=torch.tensor([t.group_id for t in trajectories], dtype=torch.long),
         policy_version=torch.tensor([t.policy_version for t in trajectories], dtype=torch.long),

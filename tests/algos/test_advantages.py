@@ -21,15 +21,15 @@ def make_batch(rewards, mask, group_ids, values=None, old=None, ref=None) -> Tra
     b, r = mask.shape
     return TrainBatch(prompt_ids=torch.zeros(b, 1, dtype=torch.long), prompt_mask=torch.ones(b, 1, dtype=torch.long),
                       response_ids=torch.zeros(b, r, dtype=torch.long), response_mask=torch.ones(b, r, dtype=torch.long),
-                      loss_mask=mask, old_logprobs=T(old) if old is not None else torch.zeros(b, r),
+                      loss_mask=mask, behaviour_logprobs=T(old) if old is not None else torch.zeros(b, r),
                       rewards=T(rewards, dtype=torch.float32), group_ids=T(group_ids),
                       policy_version=torch.zeros(b, dtype=torch.long),
                       values=T(values) if values is not None else None, ref_logprobs=T(ref) if ref is not None else None)
 
 
 def run(name, batch, **kw):
-    compute_advantages(batch, AlgoConfig(name=name, **kw))
-    return batch.advantages, batch.returns
+    out = compute_advantages(batch, AlgoConfig(name=name, **kw))
+    return out.advantages, out.returns
 
 
 def test_registry_names():
@@ -268,9 +268,9 @@ def test_vectorized_matches_naive(name, seed):
     cfg = AlgoConfig(name=name, gamma=gamma, lam=lam, kl_coef=0.05 if kl_on else 0.0, kl_in_reward=kl_on,
                      kl_estimator="k2")
     batch = TrainBatch(prompt_ids=None, prompt_mask=None, response_ids=None, response_mask=None, loss_mask=mask,
-                       old_logprobs=old * mask, rewards=rewards, group_ids=groups, policy_version=None,
+                       behaviour_logprobs=old * mask, rewards=rewards, group_ids=groups, policy_version=None,
                        values=values, ref_logprobs=ref)
-    compute_advantages(batch, cfg)
+    out = compute_advantages(batch, cfg)
     M, R, G = mask.tolist(), rewards.tolist(), groups.tolist()
     kl = (0.5 * (ref - old * mask) ** 2).tolist() if kl_on else None
     if name in ("grpo", "dr_grpo", "rloo"):
@@ -286,9 +286,10 @@ def test_vectorized_matches_naive(name, seed):
         tr = naive_token_rewards(base, M, kl, cfg.kl_coef)
         want_ret = naive_returns(tr, M, gamma)
         want_adv = naive_whiten(want_ret, M)
-    torch.testing.assert_close(batch.advantages, T(want_adv).reshape(mask.shape), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(batch.returns, T(want_ret).reshape(mask.shape), atol=1e-4, rtol=1e-4)
-    assert torch.all(batch.advantages[mask == 0] == 0) and torch.all(batch.returns[mask == 0] == 0)
+    torch.testing.assert_close(out.advantages, T(want_adv).reshape(mask.shape), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out.returns, T(want_ret).reshape(mask.shape), atol=1e-4, rtol=1e-4)
+    assert torch.all(out.advantages[mask == 0] == 0) and torch.all(out.returns[mask == 0] == 0)
+    assert batch.advantages is None and batch.returns is None      # the batch is read, never written
 
 
 def test_masked_whiten_matches_naive():

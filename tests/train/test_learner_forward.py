@@ -2,8 +2,10 @@
 
 import torch
 
-from zerotir.train.learner import (Learner, lr_lambda, plan_micro_batches, position_ids_from_mask, token_logprobs,
-                                   trim_batch)
+from zerotir.train.build import lr_lambda
+from zerotir.train.learner import Learner
+from zerotir.train.logprobs import token_logprobs
+from zerotir.train.micro import plan_micro_batches, position_ids_from_mask, trim_batch
 from zerotir.types import TrainBatch
 
 from .conftest import tiny_cfg
@@ -32,13 +34,13 @@ def test_trim_batch_drops_all_pad_columns():
                                                                                                     [0, 0, 0, 1]]),
                    response_ids=torch.tensor([[8, 9, 0, 0], [8, 0, 0, 0]]),
                    response_mask=torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]]),
-                   loss_mask=torch.tensor([[1., 0., 0., 0.], [1., 0., 0., 0.]]), old_logprobs=torch.zeros(2, 4),
+                   loss_mask=torch.tensor([[1., 0., 0., 0.], [1., 0., 0., 0.]]), behaviour_logprobs=torch.zeros(2, 4),
                    rewards=torch.zeros(2), group_ids=torch.zeros(2, dtype=torch.long),
                    policy_version=torch.zeros(2, dtype=torch.long))
     t = trim_batch(b)
     assert t.prompt_ids.tolist() == [[5, 6], [0, 7]]
     assert t.response_ids.tolist() == [[8, 9], [8, 0]]
-    assert t.old_logprobs.shape == (2, 2) and t.rewards.shape == (2,)
+    assert t.behaviour_logprobs.shape == (2, 2) and t.rewards.shape == (2,)
 
 
 def test_token_logprobs_matches_log_softmax():

@@ -64,7 +64,8 @@ def test_masked_tokens_get_exactly_zero_gradient(tiny_model_dir, tiny_batch):
     noisy = batch.select(list(range(batch.size)))
     off = batch.loss_mask == 0
     noisy.advantages = torch.where(off, torch.full_like(batch.advantages, 7.0), batch.advantages)
-    noisy.old_logprobs = torch.where(off, torch.full_like(batch.old_logprobs, -9.0), batch.old_logprobs)
+    noisy.behaviour_logprobs = torch.where(off, torch.full_like(batch.behaviour_logprobs, -9.0),
+                                           batch.behaviour_logprobs)
     noisy.ref_logprobs = torch.where(off, torch.full_like(batch.ref_logprobs, 3.0), batch.ref_logprobs)
     learner2 = Learner(cfg)
     grads_b = _capture_grads(learner2)
@@ -93,11 +94,11 @@ def test_gae_critic_values_and_update(tiny_model_dir, tiny_batch):
     _, batch = tiny_batch
     cfg = tiny_cfg(tiny_model_dir, algo__name="gae")
     learner = Learner(cfg)
-    batch.advantages = None
-    batch.values = learner.values(batch)
+    batch = batch.replace(advantages=None, values=learner.values(batch))
     assert batch.values.shape == batch.response_ids.shape
     assert torch.all(batch.values[batch.response_mask == 0] == 0)
-    compute_advantages(batch, cfg.algo)
+    adv = compute_advantages(batch, cfg.algo)
+    batch = batch.replace(advantages=adv.advantages, returns=adv.returns)
     before = {n: p.detach().clone() for n, p in learner.critic.named_parameters()}
     stats = learner.update(batch)
     assert stats["loss/value"] > 0

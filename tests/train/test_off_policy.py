@@ -4,8 +4,8 @@ against the rollout (behaviour) log-probs; the on-policy path runs no extra forw
 import pytest
 import torch
 
-from zerotir.train.learner import Learner, off_policy
-from zerotir.train.update import update_phase
+from zerotir.train.learner import Learner
+from zerotir.train.update import off_policy, update_phase
 
 from .conftest import random_trajs, tiny_cfg
 from .test_learner_update import _capture_grads
@@ -42,23 +42,18 @@ def test_tis_weights_are_capped_and_scale_the_gradient(tiny_model_dir, tiny_batc
     w = torch.where(torch.arange(mask.shape[1]) % 2 == 0, torch.tensor(3.0), torch.tensor(0.5)).expand_as(mask)
     behaviour = (old - torch.log(w)) * mask
 
-    tis = batch.select(list(range(batch.size)))
-    tis.old_logprobs, tis.behaviour_logprobs = old, behaviour
+    tis = batch.replace(proximal_logprobs=old, behaviour_logprobs=behaviour)
     got = _capture_grads(learner)
     stats = learner.update(tis)
     g_tis = dict(got)
 
     # the same gradient from the plain on-policy loss with each token's advantage scaled by min(w, cap) by hand
-    ref = batch.select(list(range(batch.size)))
-    ref.old_logprobs = old
-    ref.advantages = batch.advantages * torch.clamp(w, max=cap)
+    ref = batch.replace(behaviour_logprobs=old, advantages=batch.advantages * torch.clamp(w, max=cap))
     learner2 = Learner(cfg)
     got2 = _capture_grads(learner2)
     learner2.update(ref)
     # ... and not the uncapped one
-    unc = batch.select(list(range(batch.size)))
-    unc.old_logprobs = old
-    unc.advantages = batch.advantages * w
+    unc = batch.replace(behaviour_logprobs=old, advantages=batch.advantages * w)
     learner3 = Learner(cfg)
     got3 = _capture_grads(learner3)
     learner3.update(unc)
@@ -101,7 +96,8 @@ def test_update_phase_on_policy_uses_rollout_logprobs_without_extra_forward(tiny
     assert calls == [] and len(seen) == 1
     rollout = collate(trajs, tok.pad_token_id)
     idx = split_minibatches(rollout.size, 1, (cfg.train.seed, 1, 0))[0]
-    assert seen[0].behaviour_logprobs is None and torch.equal(seen[0].old_logprobs, rollout.old_logprobs[idx])
+    assert seen[0].proximal_logprobs is None
+    assert torch.equal(seen[0].behaviour_logprobs, rollout.behaviour_logprobs[idx])
 
 
 def test_update_phase_off_policy_recomputes_old_once_and_keeps_behaviour(tiny_model_dir):
@@ -119,6 +115,6 @@ def test_update_phase_off_policy_recomputes_old_once_and_keeps_behaviour(tiny_mo
     rollout = collate(trajs, tok.pad_token_id)
     own = learner.logprobs(rollout) * rollout.loss_mask
     idx = split_minibatches(rollout.size, 2, (cfg.train.seed, 1, 0))[0]
-    assert torch.equal(seen[0].behaviour_logprobs, rollout.old_logprobs[idx])
-    assert torch.allclose(seen[0].old_logprobs, own[idx], atol=1e-6)
-    assert not torch.allclose(seen[0].old_logprobs, seen[0].behaviour_logprobs)
+    assert torch.equal(seen[0].behaviour_logprobs, rollout.behaviour_logprobs[idx])
+    assert torch.allclose(seen[0].proximal_logprobs, own[idx], atol=1e-6)
+    assert not torch.allclose(seen[0].proximal_logprobs, seen[0].behaviour_logprobs)

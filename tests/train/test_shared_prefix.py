@@ -4,7 +4,8 @@ one-row-per-response forward (float32, tolerance ~1e-5); micro-batches keep a pr
 import pytest
 import torch
 
-from zerotir.train.learner import Learner, plan_micro_batches, token_logprobs
+from zerotir.train.learner import Learner
+from zerotir.train.micro import plan_micro_batches
 from zerotir.train.shared_prefix import group_rows_by_prompt, shared_prompt_logits
 
 from .conftest import tiny_cfg

@@ -1,6 +1,6 @@
 """Advantage estimators: pure tensor functions registered by name, and the dispatcher the training loop calls.
 
-    compute_advantages(batch, cfg.algo)        # fills batch.advantages and batch.returns, [B, R]
+    adv = compute_advantages(batch, cfg.algo)  # Advantages(advantages, returns), each [B, R]; the batch is not touched
 
 Every estimator takes the same keyword arguments (and ignores those it does not need) and returns
 (advantages [B, R], returns [B, R]), both exactly 0 where mask is 0:
@@ -24,6 +24,7 @@ advantage is 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -204,12 +205,21 @@ def check_algo_config(cfg) -> None:
                          f"{cfg.name!r}; set algo.kl_in_reward=false to use the KL as a loss term instead")
 
 
-def compute_advantages(batch, cfg) -> None:
-    """Fill batch.advantages and batch.returns ([B, R] float, 0 where loss_mask is 0) with estimator cfg.name.
+@dataclass(frozen=True)
+class Advantages:
+    """The estimator's output for one batch: advantages and returns, [B, R] float32, exactly 0 where loss_mask is 0.
+    `returns` are the critic's targets under gae (for the other estimators they are only reported)."""
+
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+def compute_advantages(batch, cfg) -> Advantages:
+    """Advantages of a `TrainBatch` under estimator cfg.name (an `AlgoConfig`); the batch is read, never written.
 
     Reads batch.rewards [B], batch.group_ids [B], batch.loss_mask [B, R]; batch.values [B, R] for gae; and, when
-    cfg.kl_in_reward and cfg.kl_coef > 0, batch.old_logprobs and batch.ref_logprobs [B, R] (KL folded into the
-    per-token reward with estimator cfg.kl_estimator).
+    cfg.kl_in_reward and cfg.kl_coef > 0, batch.behaviour_logprobs and batch.ref_logprobs [B, R]: the KL of the
+    policy that sampled each token to the reference, folded into the per-token reward with cfg.kl_estimator.
     """
     check_algo_config(cfg)
     mask = batch.loss_mask.float()
@@ -218,7 +228,7 @@ def compute_advantages(batch, cfg) -> None:
     if cfg.kl_in_reward and cfg.kl_coef > 0:
         if batch.ref_logprobs is None:
             raise ValueError("algo.kl_in_reward with algo.kl_coef > 0 needs batch.ref_logprobs (reference log-probs)")
-        kl = kl_estimate(batch.old_logprobs.float(), batch.ref_logprobs.float(), cfg.kl_estimator)
+        kl = kl_estimate(batch.behaviour_logprobs.float(), batch.ref_logprobs.float(), cfg.kl_estimator)
         token_rewards = token_rewards - cfg.kl_coef * kl * mask
     values = batch.values
     if cfg.name == "gae":
@@ -228,5 +238,4 @@ def compute_advantages(batch, cfg) -> None:
     adv, ret = ADVANTAGE_ESTIMATORS[cfg.name](
         rewards=rewards, token_rewards=token_rewards, mask=mask, group_ids=batch.group_ids, values=values,
         gamma=cfg.gamma, lam=cfg.lam)
-    batch.advantages = adv * mask
-    batch.returns = ret * mask
+    return Advantages(advantages=adv * mask, returns=ret * mask)

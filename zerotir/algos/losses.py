@@ -1,4 +1,9 @@
-"""Loss pieces for the learner: pure functions of tensors. Shapes: B rows, R response columns, V vocabulary.
+"""The RL objective and its pieces: pure functions of tensors. Shapes: B rows, R response columns, V vocabulary.
+
+    loss, stats = rl_objective(LossInputs(...), cfg.algo)                     # the whole objective, scalar + LossStats
+
+The learner only runs forwards and optimizer steps; which terms enter the loss, and with what weights, is decided
+here. The pieces:
 
     loss = aggregate(per_token [B, R], mask [B, R], mode)                    # scalar
     loss, stats = policy_loss(logp, old_logp, adv, mask, clip_low=.2, clip_high=.28, agg="token_mean")
@@ -12,6 +17,8 @@ travel back through a masked position.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -152,3 +159,102 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
         v_clip = old + torch.clamp(v - old, -clip, clip)
         err = torch.maximum(err, (v_clip - ret) ** 2)
     return aggregate(0.5 * err, mask, agg)
+
+
+# ---------------------------------------------------------------------------------------------- the objective
+
+
+@dataclass(frozen=True)
+class LossInputs:
+    """Everything `rl_objective` reads; every tensor [B, R] on the same device.
+
+    logprobs            current policy log-probs of the response tokens (carries the policy gradient)
+    behaviour_logprobs  log-probs at rollout, under the distribution sampled from
+    advantages          per token, 0 where mask is 0
+    mask                1 on sampled tokens (inserted tool tokens and padding are 0)
+    entropy             current policy entropy per position (carries a gradient only when algo.entropy_coef > 0)
+    proximal_logprobs   the learner's own log-probs before the update phase (off-policy batches) or None; when given,
+                        PPO's ratio is taken against them and each token is weighted by
+                        min(exp(proximal - behaviour), algo.tis_cap)
+    ref_logprobs        reference-policy log-probs, or None (no KL term)
+    values              current critic values (carries the critic gradient), or None (no critic)
+    old_values          critic values at rollout (value clipping), with `values`
+    returns             critic targets, with `values`
+    """
+
+    logprobs: torch.Tensor
+    behaviour_logprobs: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+    entropy: torch.Tensor
+    proximal_logprobs: torch.Tensor | None = None
+    ref_logprobs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.logprobs.shape)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is not None and tuple(v.shape) != shape:
+                raise ValueError(f"LossInputs.{f.name}: shape {tuple(v.shape)}, expected {shape} (that of logprobs)")
+        if self.values is not None and (self.old_values is None or self.returns is None):
+            raise ValueError("LossInputs.values needs old_values and returns (the critic loss's clip base and target)")
+
+
+@dataclass(frozen=True)
+class LossStats:
+    """What one `rl_objective` call measured. The loss terms are aggregated like the loss (algo.loss_agg); the
+    ratio statistics are means over sampled tokens."""
+
+    policy: float
+    entropy: float
+    kl: float
+    """Aggregated KL(current || reference) estimate, whether it is in the loss or in the reward (0 without one)."""
+    value: float
+    total: float
+    clip_fraction: float
+    dual_clip_fraction: float
+    approx_kl: float
+    """Mean k3 estimate of KL(old || current), old = proximal log-probs when given, else behaviour."""
+    is_ratio_mean: float
+    """Mean current / behaviour probability ratio on sampled tokens (1 at the first step of an on-policy batch)."""
+    is_ratio_max: float
+    tis_clip_fraction: float
+
+
+def rl_objective(inputs: LossInputs, algo) -> tuple[torch.Tensor, LossStats]:
+    """The scalar loss to minimise and its statistics. `algo` is an `AlgoConfig` (read: clip_low, clip_high,
+    dual_clip, loss_agg, tis_cap, entropy_coef, kl_coef, kl_estimator, kl_in_reward, value_coef, value_clip).
+
+        total = policy_loss                                         PPO clipped surrogate (see `policy_loss`)
+              - entropy_coef · aggregate(entropy)                   when entropy_coef > 0
+              + kl_coef · aggregate(kl_estimate(logp, ref))         when ref_logprobs is given, kl_coef > 0 and the
+                                                                    KL is not folded into the reward (kl_in_reward)
+              + value_coef · value_loss(values, old_values, returns)   when values are given
+
+    With kl_in_reward the KL is already in the advantages (`compute_advantages`) and is only reported here.
+    """
+    x, m, agg = inputs, inputs.mask, algo.loss_agg
+    old = x.behaviour_logprobs if x.proximal_logprobs is None else x.proximal_logprobs
+    behaviour = None if x.proximal_logprobs is None else x.behaviour_logprobs
+    policy, st = policy_loss(x.logprobs, old, x.advantages, m, clip_low=algo.clip_low, clip_high=algo.clip_high,
+                             dual_clip=algo.dual_clip, agg=agg, behaviour_logprobs=behaviour, tis_cap=algo.tis_cap)
+    total = policy
+    ent = aggregate(x.entropy, m, agg)
+    if algo.entropy_coef > 0:
+        total = total - algo.entropy_coef * ent
+    kl = torch.zeros((), device=policy.device)
+    if x.ref_logprobs is not None:
+        in_loss = algo.kl_coef > 0 and not algo.kl_in_reward
+        logp = x.logprobs if in_loss else x.logprobs.detach()
+        kl = aggregate(kl_estimate(logp, x.ref_logprobs, algo.kl_estimator), m, agg)
+        if in_loss:
+            total = total + algo.kl_coef * kl
+    vloss = torch.zeros((), device=policy.device)
+    if x.values is not None:
+        vloss = value_loss(x.values, x.old_values, x.returns, m, clip=algo.value_clip, agg=agg)
+        total = total + algo.value_coef * vloss
+    return total, LossStats(policy=float(policy.detach()), entropy=float(ent.detach()), kl=float(kl.detach()),
+                            value=float(vloss.detach()), total=float(total.detach()), **st)
