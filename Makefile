@@ -34,7 +34,9 @@ system-deps:
 demo: setup
 	$(VENV)/bin/zerotir demo
 
+# Lint first (unused/undefined names, bugbear; config in pyproject.toml): it takes a second and fails early.
 test: setup
+	$(PY) -m ruff check zerotir tests bench
 	$(PY) -m pytest -q tests
 
 test-slow: setup

@@ -8,7 +8,7 @@
          the same python-block close / EOS), then every tool call of the batch runs (one after another) once the
          whole batch has stopped; the next turn re-encodes nothing but re-prefills everything.
 
-The model is the tiny model taught the tool format (zerotir.rollout.fixtures), so real code blocks are written and
+The model is the tiny model taught the tool format (tests/support/tool_model.py), so real code blocks are written and
 executed by the real sandbox. Reported: sampled tokens/s of each, the speed-up, and our wall time with an injected
 tool latency (added to each sandbox call) relative to the zero-latency run (target <= 1.3×).
 """
@@ -18,10 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, when run as a script
 
 
 class LatencySandbox:
@@ -160,10 +163,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from zerotir.config import RolloutConfig
+    from tests.support.tool_model import make_tool_model
+    from zerotir.config import Config
     from zerotir.models import load_model_and_tokenizer
-    from zerotir.rollout.fixtures import make_tool_model
-    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.rollout.engines import make_engine
     from zerotir.rollout.tir import rollout
     from zerotir.sandbox import Sandbox
     from zerotir.types import Problem
@@ -172,7 +175,9 @@ def main() -> None:
     model_dir = make_tool_model(args.model_dir, steps=150)
     print(f"model: {model_dir} (ready in {time.perf_counter() - t0:.1f}s)")
     model, tok = load_model_and_tokenizer(model_dir, args.device)
-    cfg = dataclasses.replace(RolloutConfig(), template="toy", max_total_tokens=args.max_total_tokens,
+    full = Config()
+    full.model.path, full.rollout.batch_size, full.rollout.engine = str(model_dir), args.batch, "hf"
+    cfg = dataclasses.replace(full.rollout, template="toy", max_total_tokens=args.max_total_tokens,
                               max_new_tokens_per_turn=128, temperature=1.0)
     problems = [Problem(id=f"b{i}", prompt=f"What is {11 + 7 * i}*{23 + 5 * i}?",
                         answer=str((11 + 7 * i) * (23 + 5 * i))) for i in range(args.problems)]
@@ -183,7 +188,7 @@ def main() -> None:
         slow = LatencySandbox(sb, args.latency)
 
         def ours(box, seed):
-            eng = HFEngine(model, tok, max_batch=args.batch, device=args.device, seed=seed)
+            eng = make_engine(full, device=args.device, seed=seed)  # its own copy of the same weights
             t = time.perf_counter()
             trajs = rollout(problems, eng, box, cfg, n_samples=args.n, max_tool_calls=args.max_tool_calls, seed=seed)
             dt = time.perf_counter() - t

@@ -20,6 +20,9 @@ import dataclasses
 import json
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, when run as a script
 
 
 def _targets(speed: dict) -> None:
@@ -44,9 +47,9 @@ def main() -> int:
     ap.add_argument("--skip-speed", action="store_true", help="only the load test and census")
     args = ap.parse_args()
 
+    from tests.support.census import idle_baseline, load_test
     from zerotir.sandbox import Sandbox
     from zerotir.sandbox.bench import run_bench
-    from zerotir.sandbox.census import idle_baseline, load_test
 
     figures: dict = {}
     if not args.skip_speed:

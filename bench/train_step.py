@@ -61,12 +61,13 @@ class Ours:
 
     def __init__(self, cfg: Config, sandbox, scorer, share: bool = True,
                  engine_threads: int | None = None):
+        from zerotir.rollout.engines import make_engine
         from zerotir.train.learner import Learner
-        from zerotir.train.loop import make_engine
 
         self.cfg, self.sandbox, self.scorer = cfg, sandbox, scorer
         self.learner = Learner(cfg)
-        self.engine = make_engine(self.learner, cfg, version=0)
+        self.engine = make_engine(cfg, device=str(self.learner.device))  # its own copy of the policy weights
+        self.engine.update_weights(self.learner.policy_state_dict(), 0)
         self.engine.share_prefill = share
         if engine_threads is not None:  # a fixed count instead of the measured choice
             self.engine.thread_tuner, self.engine.cpu_threads = None, engine_threads

@@ -16,6 +16,7 @@ from zerotir.eval.cli import eval_command
 from zerotir.models.cli import app as models_app
 from zerotir.rollout.cli import rollout_command
 from zerotir.sandbox.cli import app as sandbox_app
+from zerotir.study.cli import study_command
 from zerotir.toy.cli import app as toy_app
 from zerotir.toy.cli import demo_command
 from zerotir.train.cli import train_command
@@ -58,7 +59,7 @@ def config_command(
         cfg = load_config(config, set_)
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     typer.echo(describe_config(cfg) if doc else yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
@@ -66,6 +67,7 @@ app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("rollout")(rollout_command)
 app.command("analyze")(analyze_command)
+app.command("study")(study_command)
 app.command("demo")(demo_command)
 app.add_typer(sandbox_app, name="sandbox", help="Run, serve and benchmark the isolated Python sandbox.")
 app.add_typer(models_app, name="models", help="Import and inspect models (GGUF → HF directory).")

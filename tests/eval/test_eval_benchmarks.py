@@ -85,6 +85,8 @@ def test_hub_row_mapping_through_datasets_on_local_files(tmp_path):
         assert len(ps.skipped) == 1 and "row 1" in ps.skipped[0], name
 
 
-def test_last_boxed_nested():
-    assert B.last_boxed("a \\boxed{1} then \\boxed{\\frac{1}{2}} end") == "\\frac{1}{2}"
-    assert B.last_boxed("no box") is None
+def test_solution_rows_use_the_last_box():
+    """A hub row with only a worked solution: its answer is the solution's last box (reward.extract.last_boxed)."""
+    row = {"problem": "Half of one?", "solution": "First \\boxed{1}, then halve: \\boxed{\\frac{1}{2}} end."}
+    assert B.hub_row_to_record(row, 0, "math")["answer"] == "\\frac{1}{2}"
+    assert "answer" not in B.hub_row_to_record({"problem": "p", "solution": "no box"}, 1, "math")

@@ -112,7 +112,7 @@ def test_maj_at_k_against_naive_loop():
         answers.append(a)
         correct.append([x == "2" for x in a])
     naive = 0
-    for a, c in zip(answers, correct):
+    for a, _c in zip(answers, correct):
         counts = {}
         for x in a:
             if x is not None:

@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from zerotir.eval.core import EvalReport, combine, summarize
+from zerotir.eval.core import combine, summarize
 from zerotir.eval.report import ResultRow, markdown_table, write_csv
 from zerotir.telemetry import EVAL_METRICS, MetricsWriter, read_metrics
 from zerotir.types import Problem

@@ -66,11 +66,11 @@ def tiny_model(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def tool_model(tmp_path_factory):
-    """The tiny model taught the tool format (zerotir.rollout.fixtures), ~100 quick steps."""
+    """The tiny model taught the tool format (tests/support/tool_model.py), ~100 quick steps."""
     import torch
 
     from zerotir.models import load_model_and_tokenizer
-    from zerotir.rollout.fixtures import make_tool_model
+    from tests.support.tool_model import make_tool_model
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -91,7 +91,7 @@ def test_incremental_detokenizer_and_stops(which, request):
         d = IncrementalDetokenizer(tok, tok.encode("Q: ", add_special_tokens=False))
         m = StopMatcher([stop], code_block=True)
         hit = None
-        for n, t in enumerate(ids, 1):
+        for n, t in enumerate(ids, 1):  # noqa: B007 — n (tokens fed) is read after the loop
             if d.add(t):
                 hit = m.feed(d.text)
             if hit:

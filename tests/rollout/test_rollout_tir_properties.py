@@ -19,7 +19,7 @@ from zerotir.config import RolloutConfig
 from zerotir.rollout.format import CODE_CLOSE, CODE_OPEN, OUTPUT_OPEN, TRUNCATION_MARKER, format_tool_output
 from zerotir.rollout.templates import encode_prompt
 from zerotir.rollout.tir import rollout, tokenize_block
-from zerotir.types import ExecResult, Problem
+from zerotir.types import Problem
 
 TEXT = st.text(alphabet="abcxyz019 +=*.,\n\té世", max_size=40)
 OUTPUT = st.tuples(st.text(alphabet="abcz0189 -_.,:\n\té世√", max_size=40), st.integers(1, 12))

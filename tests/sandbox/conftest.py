@@ -50,7 +50,7 @@ def settled(sb, timeout_s: float = 3.0, min_ready: int = 0) -> dict:
 
     A warm context holds CONTEXT_PROCS processes (its init and kernel) and two descriptors here (socket, pidfd).
     """
-    from zerotir.sandbox.census import sandbox_uid_processes
+    from tests.support.census import sandbox_uid_processes
     from zerotir.sandbox.pool import CONTEXT_PROCS
 
     deadline = time.monotonic() + timeout_s

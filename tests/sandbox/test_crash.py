@@ -9,7 +9,7 @@ import pytest
 
 from tests.sandbox.conftest import needs_full, settled
 from zerotir.sandbox import Sandbox
-from zerotir.sandbox.census import sandbox_uid_processes
+from tests.support.census import sandbox_uid_processes
 
 pytestmark = pytest.mark.timeout(180)  # a hang becomes a failure with a traceback
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.sandbox.conftest import needs_full
 from zerotir.sandbox import Sandbox
-from zerotir.sandbox.census import idle_baseline, load_test
+from tests.support.census import idle_baseline, load_test
 from zerotir.sandbox.pool import CONTEXT_PROCS
 
 pytestmark = pytest.mark.timeout(1800)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from zerotir.data import DataError, ProblemSet, load_problems, problems_from_rows
+from zerotir.reward.extract import last_boxed
 from zerotir.types import Problem
 
 
@@ -112,23 +113,6 @@ def check_benchmark_names(names: Iterable[str]) -> None:
 _PROBLEM_KEYS = ("problem", "question", "Problem", "Question", "prompt")
 _ANSWER_KEYS = ("answer", "final_answer", "expected_answer", "Answer", "gt")
 _ID_KEYS = ("id", "unique_id", "problem_idx", "idx", "ID")
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (or \\fbox{...}) in `text`, balancing nested braces; None if absent."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
-        return None
-    i = text.index("{", start) + 1
-    depth = 1
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i:j].strip()
-    return None
 
 
 def _clean_answer(value: Any) -> Any:

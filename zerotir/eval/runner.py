@@ -221,12 +221,9 @@ def write_results(job: EvalJob, rows: list[ResultRow], per_problem: list[dict]) 
 
 
 def _make_engine(job: EvalJob):
-    from zerotir.models import load_model_and_tokenizer
-    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.rollout.engines import make_engine
 
-    model, tok = load_model_and_tokenizer(job.model, job.device, job.cfg.model.dtype)
-    device = str(next(model.parameters()).device)
-    return HFEngine(model, tok, max_batch=job.cfg.rollout.batch_size, device=device, seed=job.seed)
+    return make_engine(job.cfg, model_path=job.model, device=job.device, seed=job.seed)
 
 
 def _make_sandbox(cfg: Config):

@@ -50,8 +50,8 @@ def rollout_command(
 
     from zerotir.config import ConfigError, load_config
     from zerotir.data import DataError, load_problems
-    from zerotir.models import ModelError, load_model_and_tokenizer, pick_device
-    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.models import ModelError
+    from zerotir.rollout.engines import make_engine
     from zerotir.rollout.tir import rollout
     from zerotir.sandbox import make_sandbox
     from zerotir.types import RecordError, write_jsonl
@@ -73,12 +73,11 @@ def rollout_command(
         fail(str(e))
     if not probs:
         fail(f"{problems}: no problems")
-    dev = pick_device(device)
     try:
-        m, tok = load_model_and_tokenizer(model, dev, cfg.model.dtype)
-    except ModelError as e:
+        engine = make_engine(cfg, model_path=model, device=device, seed=seed)
+    except (ModelError, ValueError) as e:
         fail(str(e))
-    engine = HFEngine(m, tok, max_batch=rc.batch_size, device=dev, seed=seed)
+    tok = engine.tokenizer
     t0 = time.perf_counter()
     try:
         with make_sandbox(cfg.sandbox) as sb:

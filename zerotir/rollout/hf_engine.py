@@ -9,8 +9,9 @@ for its tool) parks its cache; the continuation (`GenerationRequest.prefix_of`) 
 inserted tokens. Requests that join together with the same context (a prompt's G samples) are prefilled once: the
 other rows copy the first one's cache row and last logits.
 
-Works with any HF causal LM whose attention layers call `past_key_values.update(k, v, layer_idx)` and accept a
-prepared mask mapping (Llama, Qwen2, Mistral, Gemma 3, ...); sliding-window layers get windowed masks
+Works with any HF causal LM whose attention layers call `cache.update(k, v, layer_idx)` (HF's `Cache` API; the
+cache goes in by the keyword the model's forward names, `models.cache.cache_kwarg`) and accept a prepared mask
+mapping (Llama, Qwen2, Mistral, Gemma 3, ...); sliding-window layers get windowed masks
 (`zerotir.models.masks.MaskPlan`, read from the config once). Log-probs: see `zerotir.rollout.engine`; the forward
 runs in the model's dtype and logits are turned into log-probs in float32.
 """
@@ -25,8 +26,9 @@ from typing import Any
 
 import torch
 
+from zerotir.models.cache import cache_kwarg
 from zerotir.models.masks import mask_plan
-from zerotir.rollout.engine import GenerationOutput, GenerationRequest, SamplingParams
+from zerotir.rollout.engine import GenerationOutput, GenerationRequest
 from zerotir.rollout.sampling import sample_from_logits
 from zerotir.rollout.textstream import IncrementalDetokenizer, StopMatcher, fast_decoder
 
@@ -247,6 +249,7 @@ class HFEngine:
             self.thread_tuner = ThreadTuner([1, torch.get_num_threads()])
         self._masks = mask_plan(model.config)  # refuses attention layer types it cannot mask (before any work)
         self._cache = SlotCache(max_batch)
+        self._cache_kw = cache_kwarg(self._base)  # 'cache' (transformers >= 5.2x) or 'past_key_values'
         self._decode = fast_decoder(tokenizer)
         self._rows: list[_Seq] = []
         self._waiting: deque[GenerationRequest] = deque()
@@ -337,7 +340,6 @@ class HFEngine:
             admitted.append((req, self._seed_for(req)))  # seeds drawn in arrival order, whatever the row order
         leaders, followers = self._split_shared_contexts(admitted)
         joiners = [self._admit(req, seed) for req, seed in leaders]  # rows n_old.. (cache reuse included)
-        n_lead = len(self._rows)
         feeds = [[s.tokens[-1]] for s in self._rows[:n_old]] + [s.request.context_ids[s.kv_len:] for s in joiners]
         q = max((len(f) for f in feeds), default=0)
         if n_old and joiners and len(feeds) * q - sum(len(f) for f in feeds) <= self.merge_pad_tokens:
@@ -442,8 +444,8 @@ class HFEngine:
         allowed = key_pos[None, None, :] <= pos[:, :, None]                        # [B, q, kv_len]
         # 4D masks (per layer type for sliding-window models) are used as-is by HF mask creation
         mask = self._masks.build(allowed, pos, key_pos[None, :].expand(b, kv_len), self._dtype)
-        out = self._base(input_ids=ids, attention_mask=mask,
-                         position_ids=pos, past_key_values=self._cache, use_cache=True)
+        out = self._base(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                         **{self._cache_kw: self._cache})
         hidden = out.last_hidden_state[torch.arange(b, device=self.device), qlens - 1]
         return self._head(hidden).float()
 

@@ -116,7 +116,7 @@ def _measure(out, meter, workers, n_latency, n_baseline, throughput_s, isolation
             # Throughput: `2 * workers` callers in parallel for throughput_s seconds.
             done, t_end = [0], time.perf_counter() + throughput_s
 
-            def caller():
+            def caller(code=code, t_end=t_end):  # bound now: the loop moves on after this round
                 n = 0
                 while time.perf_counter() < t_end:
                     r = sb.run(code)

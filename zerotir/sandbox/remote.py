@@ -60,7 +60,8 @@ def make_app(sb, token: str = "", session_ttl_s: float = 900.0, max_batch: int =
         try:
             obj = await request.json()
         except (ValueError, UnicodeDecodeError):
-            raise web.HTTPBadRequest(text=json.dumps({"error": "body is not JSON"}), content_type="application/json")
+            raise web.HTTPBadRequest(text=json.dumps({"error": "body is not JSON"}),
+                                     content_type="application/json") from None
         if not isinstance(obj, dict):
             raise web.HTTPBadRequest(text=json.dumps({"error": "body must be a JSON object"}),
                                      content_type="application/json")

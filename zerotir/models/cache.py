@@ -1,0 +1,21 @@
+"""How a hand-managed KV cache is handed to an HF decoder's forward.
+
+The engine (`rollout.hf_engine.SlotCache`) and the learner's shared-prompt forward pass their own cache objects,
+which duck-type the one method HF attention layers call: `cache.update(key, value, layer_idx) -> (keys, values)`.
+transformers 5.2x renamed the forward keyword from `past_key_values` to `cache` (the old name still works but warns
+on every call, once per forward); older releases know only `past_key_values`. `cache_kwarg` reads the model's own
+signature once, so the same code runs warning-free on both.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+
+def cache_kwarg(module: Any) -> str:
+    """The keyword `module.forward` takes a KV cache by: 'cache' where the model accepts it, else 'past_key_values'.
+
+    inspect.signature follows the `functools.wraps` chain of HF's decorators to the real parameter list."""
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
