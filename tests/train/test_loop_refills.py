@@ -1,0 +1,97 @@
+"""THE training loop driven through its Backend protocol by a scripted backend: the rollouts' rewards are chosen by
+the test, so the row's figures can be checked exactly. (The real backends are covered by the integration tests;
+this checks the loop's own logic: refills, joined metrics, rows without an update, the step-0 row, compute totals.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zerotir.records import EvalResult, RolloutResult, UpdateResult
+from zerotir.telemetry import read_metrics
+from zerotir.train.compute import ModelShape, rollout_flops
+from zerotir.train.loop import train
+from zerotir.train.pipeline import Done
+from zerotir.types import Segment, Trajectory
+
+
+def _traj(group: int, sample: int, correct: bool, version: int) -> Trajectory:
+    return Trajectory(problem_id=f"p{group}", prompt_ids=[1, 2], response_ids=[3, 4, 5], loss_mask=[1, 1, 1],
+                      logprobs=[-1.0] * 3, segments=[Segment("model", 0, 3)], group_id=group, sample_index=sample,
+                      correct=correct, reward=float(correct), answer="1", policy_version=version)
+
+
+class ScriptedBackend:
+    """Rollout call k (in launch order) gets the k-th script entry: how many of the group's samples are correct."""
+
+    shape = ModelShape(params=1000, layers=1, attn_dim=4)
+
+    def __init__(self, cfg, script: list[int]):
+        self.cfg, self.script, self.calls, self.saved = cfg, list(script), [], []
+
+    def launch(self, step, problems, group_offset, seed):
+        n = self.cfg.rollout.n_samples
+        k = len(self.calls)
+        self.calls.append((step, len(problems), group_offset, seed))
+        right = self.script[k] if k < len(self.script) else 0
+        trajs = tuple(_traj(group_offset + i, s, s < right, step - 1) for i in range(len(problems)) for s in range(n))
+        return Done(RolloutResult(trajs, rollout_seconds=1.0, verify_timeouts=k + 1, step=step))
+
+    def update(self, kept, step):
+        if not kept:
+            return UpdateResult()
+        return UpdateResult(steps=({"loss/policy": 0.5, "optim/lr": 0.01},), trained_tokens=10, flops=100.0)
+
+    def sync_weights(self, version, wait=True):
+        pass
+
+    def evaluate(self, problems, step):
+        return EvalResult({"eval/accuracy": 0.1 * step}, seconds=0.0)
+
+    def save(self, run_dir: Path, step, state, keep):
+        self.saved.append((step, state))
+
+    def load(self, checkpoint):
+        raise AssertionError("not resumed in this test")
+
+    def close(self):
+        pass
+
+
+def test_refill_metrics_cover_every_batch_and_a_step_without_update_logs_no_loss(small_train_cfg, tiny_model_dir,
+                                                                                  tmp_path):
+    cfg = small_train_cfg(tiny_model_dir, steps=2)
+    cfg.rollout.n_samples = 4
+    cfg.train.prompts_per_step, cfg.train.eval_every, cfg.train.save_every = 1, 0, 0
+    cfg.algo.dynamic_sampling = True
+    # step 1: first batch 0 of 4 right (dropped: uniform), refill 2 of 4 right (kept)
+    # step 2: first batch 4 of 4 right, then 3 refills all 0 of 4 right: every group dropped, no update
+    backend = ScriptedBackend(cfg, [0, 2, 4, 0, 0, 0])
+    run = train(cfg, run_dir=str(tmp_path / "run"), backend_factory=lambda c: backend)
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2]
+
+    base, s1, s2 = rows
+    assert base["eval/accuracy"] == 0.0 and base["compute/flops"] == 0.0 and base["compute/tokens"] == 0.0
+    assert base["model/params"] == 1000.0
+
+    assert s1["rollout/num_trajectories"] == 8.0
+    assert s1["reward/accuracy"] == 0.25                   # 2 right of 8: the refill's rewards are counted
+    assert s1["reward/verify_timeouts"] == 1.0 + 2.0       # counts add over the first batch and the refill
+    assert s1["filter/kept"] == 4.0 and s1["filter/dropped_uniform_groups"] == 1.0
+    assert s1["loss/policy"] == 0.5 and s1["perf/rollout_seconds"] == 2.0
+    assert backend.calls[:2] == [(1, 1, 0, cfg.train.seed * 1_000_003 + 101),
+                                 (1, 1, 1, cfg.train.seed * 1_000_003 + 101 + 1)]   # refill: next group ids/seed
+
+    assert s2["rollout/num_trajectories"] == 16.0 and s2["reward/accuracy"] == 0.25
+    assert s2["filter/kept"] == 0.0 and s2["filter/dropped_uniform_groups"] == 4.0
+    assert not [k for k in s2 if k.startswith(("loss/", "optim/"))]   # no update: no zeros either
+    assert s2["eval/accuracy"] == 0.2                      # the last step always evaluates
+
+    # compute: the rollout's FLOPs of every trajectory (refills included) + the update's, cumulative
+    per_group = rollout_flops(backend.shape, [_traj(0, s, False, 0) for s in range(4)])
+    assert s1["compute/flops"] == 2 * per_group + 100.0
+    assert s2["compute/flops"] == s1["compute/flops"] + 4 * per_group
+    assert s1["compute/tokens"] == 8 * 3 + 10 and s2["compute/tokens"] == s1["compute/tokens"] + 16 * 3
+    assert 0 < s1["compute/seconds"] <= s2["compute/seconds"]
+    assert backend.saved[-1][0] == 2 and backend.saved[-1][1]["compute"]["flops"] == s2["compute/flops"]
