@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from zerotir.algos.losses import AGG_MODES, aggregate, entropy_from_logits, kl_estimate, policy_loss, value_loss
+from zerotir.algos.losses import (AGG_MODES, LossInputs, aggregate, entropy_from_logits, kl_estimate, policy_loss,
+                                  rl_objective, value_loss)
+from zerotir.config import AlgoConfig
 
 T = torch.tensor
 
@@ -113,6 +115,84 @@ def test_value_loss_hand():
     # both tokens take the clipped branch: its gradient w.r.t. v is 0 (clamp saturated)
     torch.testing.assert_close(v.grad, T([[0.0, 0.0, 0.0]]))
     assert float(value_loss(v, old, ret, mask, clip=0.0).detach()) == pytest.approx((0.5 * 1 + 0.0) / 2)
+
+
+# ------------------------------------------------------------------------------ the whole objective, by hand
+
+G = 1e4   # garbage in masked positions: it must change nothing
+
+
+def _objective_inputs(**over) -> LossInputs:
+    """2 x 3, sampled tokens (0,0) (0,1) (1,0) (1,2); (0,2) and (1,1) are masked and hold garbage.
+    ratios 1, 1.5, 1, .5; advantages 1, 2, -1, .5; logp - ref = .1, .2, .3, .4; entropy .5, 1, 1.5, 2;
+    values 1, 2, 0, 1 with old values 1, 2, 0, .5 and returns 2, 2, 1, 2."""
+    beh = T([[-1.0, -2.0, G], [-0.5, G, -1.5]])
+    logp = (beh + torch.log(T([[1.0, 1.5, 1.0], [1.0, 1.0, 0.5]]))).requires_grad_(True)
+    kw = dict(logprobs=logp, behaviour_logprobs=beh, mask=T([[1., 1, 0], [1, 0, 1]]),
+              advantages=T([[1.0, 2.0, G], [-1.0, G, 0.5]]),
+              entropy=T([[0.5, 1.0, G], [1.5, G, 2.0]], requires_grad=True),
+              ref_logprobs=logp.detach() - T([[0.1, 0.2, -G], [0.3, -G, 0.4]]),
+              values=T([[1.0, 2.0, G], [0.0, G, 1.0]], requires_grad=True),
+              old_values=T([[1.0, 2.0, -G], [0.0, -G, 0.5]]), returns=T([[2.0, 2.0, G], [1.0, G, 2.0]]))
+    kw.update(over)
+    return LossInputs(**kw)
+
+
+ALGO = dict(clip_low=0.2, clip_high=0.2, loss_agg="token_mean", entropy_coef=0.01, kl_coef=0.1, kl_estimator="k2",
+            value_coef=0.5, value_clip=0.2, tis_cap=2.0)
+
+
+@pytest.mark.parametrize("kl_in_reward", [False, True])
+def test_rl_objective_hand_computed_every_coefficient(kl_in_reward):
+    """policy per token: max(-A·r, -A·clip(r, .8, 1.2)) = -1, -2.4 (clipped), 1, -.25      → mean -.6625
+    entropy mean (.5 + 1 + 1.5 + 2)/4 = 1.25;  k2 KL ½(.1² + .2² + .3² + .4²)/4 = .0375
+    value ½·max((v-G)², (v_clip-G)²) = .5, 0, .5, ½·max(1, 1.7²)=.845                   → mean .46125
+    total = -.6625 - .01·1.25 + .1·.0375 (only when the KL is not in the reward) + .5·.46125"""
+    x = _objective_inputs()
+    loss, st = rl_objective(x, AlgoConfig(kl_in_reward=kl_in_reward, **ALGO))
+    kl_term = 0.0 if kl_in_reward else 0.1 * 0.0375
+    assert float(loss.detach()) == pytest.approx(-0.6625 - 0.0125 + kl_term + 0.230625, abs=1e-6)
+    assert st.total == pytest.approx(float(loss.detach()))
+    assert (st.policy, st.entropy, st.kl, st.value) == pytest.approx((-0.6625, 1.25, 0.0375, 0.46125), abs=1e-6)
+    assert st.clip_fraction == 0.25 and st.is_ratio_mean == pytest.approx(1.0) and st.is_ratio_max == pytest.approx(1.5)
+    loss.backward()
+    # d/dlogp = policy (-A·r/4 where unclipped) + KL in the loss (kl_coef·(logp - ref)/4)
+    pol = T([[-0.25, 0.0, 0.0], [0.25, 0.0, -0.0625]])
+    kl = 0.0 if kl_in_reward else 0.1 * T([[0.1, 0.2, 0.0], [0.3, 0.0, 0.4]]) / 4
+    torch.testing.assert_close(x.logprobs.grad, pol + kl)
+    torch.testing.assert_close(x.entropy.grad, -0.01 / 4 * x.mask)
+    # (v - G)·value_coef/4 where the unclipped branch holds; 0 on the clipped token (1,2)
+    torch.testing.assert_close(x.values.grad, T([[-0.125, 0.0, 0.0], [-0.125, 0.0, 0.0]]))
+
+
+def test_rl_objective_terms_switch_off():
+    """No reference, no critic, no entropy bonus: the objective is the policy loss alone (and reports 0 KL/value)."""
+    x = _objective_inputs(ref_logprobs=None, values=None, old_values=None, returns=None)
+    loss, st = rl_objective(x, AlgoConfig(**{**ALGO, "entropy_coef": 0.0}))
+    assert float(loss.detach()) == pytest.approx(-0.6625) and st.kl == 0.0 and st.value == 0.0
+    assert st.entropy == pytest.approx(1.25)                 # still reported
+
+
+def test_rl_objective_proximal_logprobs_set_the_ratio_and_tis_weights():
+    """Off-policy: the ratio is taken against the proximal log-probs (here = current, ratio 1), each token weighted
+    by min(proximal/behaviour, tis_cap): w = 3 → 2 and .5; advantages 1 and 1 → loss -(2 + .5)/2."""
+    logp = torch.zeros(1, 2, requires_grad=True)
+    x = LossInputs(logprobs=logp, behaviour_logprobs=-torch.log(T([[3.0, 0.5]])), advantages=torch.ones(1, 2),
+                   mask=torch.ones(1, 2), entropy=torch.zeros(1, 2), proximal_logprobs=torch.zeros(1, 2))
+    loss, st = rl_objective(x, AlgoConfig(**ALGO))
+    assert float(loss.detach()) == pytest.approx(-1.25)
+    assert st.tis_clip_fraction == 0.5 and st.is_ratio_max == pytest.approx(3.0, rel=1e-5)
+    on_policy, _ = rl_objective(LossInputs(logprobs=logp, behaviour_logprobs=torch.zeros(1, 2),
+                                           advantages=torch.ones(1, 2), mask=torch.ones(1, 2),
+                                           entropy=torch.zeros(1, 2)), AlgoConfig(**ALGO))
+    assert float(on_policy.detach()) == pytest.approx(-1.0)
+
+
+def test_loss_inputs_name_the_bad_field():
+    with pytest.raises(ValueError, match=r"LossInputs.advantages: shape \(2, 2\), expected \(2, 3\)"):
+        _objective_inputs(advantages=torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="old_values and returns"):
+        _objective_inputs(returns=None)
 
 
 # ------------------------------------------------------------------------------------ naive reference loops

@@ -38,7 +38,7 @@ from zerotir.train.build import accepts_logits_to_keep, make_critic, make_optimi
 from zerotir.train.logprobs import SamplingDistribution, token_logprobs
 from zerotir.train.micro import micro_batches, per_row, position_ids_from_mask, trim_batch
 from zerotir.train.shared_prefix import prompt_keys, shared_prompt_logits
-from zerotir.train.update import off_policy  # noqa: F401  (defined with the update phase; train/backend.py imports it here)
+from zerotir.train.update import off_policy  # noqa: F401  (lives in train/update.py; re-exported for callers)
 from zerotir.types import TrainBatch
 
 GradSync = Callable[[list[torch.nn.Parameter]], None]
