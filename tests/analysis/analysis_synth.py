@@ -41,3 +41,65 @@ def write_run(path: Path, seed: int, max_tool_calls: int, steps: int = 40, eval_
         if partial_last_line:
             f.write('{"step": %d, "reward/accu' % (steps + 1))
     return path
+
+
+TRUE_CROSS = {"A_inf": 0.9, "k": 0.23, "alpha": 0.35, "c": 7.5e11, "gamma": 0.9, "B": 1.5}
+"""Known cross-size law of the synthetic study: A(N) = A_inf − k·(N/1e6)^−alpha, C_mid(N) = c·(N/1e6)^gamma,
+shared B (N0 = 1e6 is the pivot `sizes.fit_cross` picks for sizes around a million)."""
+FLOPS_PER_STEP_PER_PARAM = 4e4
+"""Synthetic compute: each step costs 4e4·N FLOPs (≈ 6·N per token × 6400 tokens), jittered per seed."""
+
+
+def true_sigmoid(n: float, r0: float = 0.05) -> dict[str, float]:
+    t = TRUE_CROSS
+    u = n / 1e6
+    return {"R0": r0, "A": t["A_inf"] - t["k"] * u ** -t["alpha"], "C_mid": t["c"] * u ** t["gamma"], "B": t["B"]}
+
+
+def ar1(rng: np.random.Generator, n: int, sd: float, rho: float = 0.7) -> np.ndarray:
+    """Stationary AR(1) noise: e_t = rho·e_{t−1} + sqrt(1 − rho²)·sd·z_t (correlated along a run)."""
+    e = np.empty(n)
+    e[0] = rng.normal(0, sd)
+    for i in range(1, n):
+        e[i] = rho * e[i - 1] + np.sqrt(1 - rho ** 2) * rng.normal(0, sd)
+    return e
+
+
+def write_study_run(path: Path, seed: int, n_params: float, steps: int = 60, eval_every: int = 3,
+                    sd: float = 0.015, model_path: str | None = None, max_tool_calls: int = 2,
+                    truth: dict[str, float] | None = None) -> Path:
+    """A run dir as `zerotir study` cells write them: cumulative compute/* and model/params on every row, eval/*
+    on eval steps (step 0 = the base model, compute 0). Eval accuracy follows `truth` (default: the size's point
+    of TRUE_CROSS) plus AR(1) noise and a per-seed offset of the ceiling; code ratio and length follow scaled
+    copies of the same sigmoid."""
+    from zerotir.analysis.sigmoid import predict
+
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = Config()
+    cfg.train.seed = seed
+    cfg.train.steps = steps
+    cfg.train.name = path.name
+    cfg.rollout.max_tool_calls = max_tool_calls
+    cfg.model.path = model_path or f"toy-{int(n_params)}"
+    save_config(cfg, path / "config.yaml")
+    rng = np.random.default_rng(10_000 + seed * 7 + int(n_params) % 997)
+    p = dict(truth or true_sigmoid(n_params))
+    p["A"] += rng.normal(0, sd / 2)  # seeds differ in their ceiling too: the seed bootstrap must see it
+    per_step = FLOPS_PER_STEP_PER_PARAM * n_params * (1 + rng.normal(0, 0.02))
+    evals = list(range(0, steps + 1, eval_every))
+    noise = {m: ar1(rng, len(evals), sd) for m in ("acc", "code", "len")}
+    with open(path / "metrics.jsonl", "w") as f:
+        for s in range(0, steps + 1):
+            c = per_step * s
+            row = {"step": s, "compute/flops": c, "compute/tokens": 6400.0 * s, "compute/seconds": 0.5 * s,
+                   "compute/cpu_seconds": 1.0 * s, "model/params": float(n_params)}
+            if s > 0:
+                row["reward/accuracy"] = float(predict(p, [c])[0] + rng.normal(0, 0.05))
+            if s in evals:
+                i = evals.index(s)
+                acc = float(predict(p, [c])[0])
+                row["eval/accuracy"] = acc + (noise["acc"][i] if s else 0.0)
+                row["eval/code_ratio"] = float(np.clip(0.1 + (acc - 0.05) + noise["code"][i], 0, 1))
+                row["eval/response_tokens"] = 80 + 100 * (acc - 0.05) + 30 * noise["len"][i]
+            f.write(json.dumps(row) + "\n")
+    return path

@@ -1,4 +1,5 @@
-"""`zerotir analyze RUN_DIR [RUN_DIR ...] --out REPORT_DIR`: fit scaling laws to runs and write the report."""
+"""`zerotir analyze RUN_DIR [RUN_DIR ...] --out REPORT_DIR [--x compute/flops]`: fit scaling laws to runs and write
+the report."""
 
 from __future__ import annotations
 
@@ -19,11 +20,18 @@ def analyze_command(
                                           "entropy, train and eval)."),
     x_offset: Optional[float] = typer.Option(None, "--x-offset",
                                    help="Fit laws in x = step + OFFSET (default: 1 if a run has step-0 rows, else 0)."),
+    x: str = typer.Option("step", "--x",
+                          help="x axis: step, compute/flops, compute/tokens, compute/seconds, compute/cpu_seconds "
+                               "(any cumulative metric on every row)."),
+    sigmoid_metric: list[str] = typer.Option([], "--sigmoid-metric",
+                                             help="Metric given the sigmoid law (repeatable; default: eval "
+                                                  "accuracy, code ratio, response tokens)."),
     ignore_key: list[str] = typer.Option([], "--ignore-key",
                                          help="Extra config key that does not split groups (repeatable; "
                                               "'section.*' for a whole section)."),
 ) -> None:
-    """Fit power / saturating / log-linear laws to metrics vs step, correlate metrics, compare seed groups."""
+    """Fit power / saturating / log-linear laws and the sigmoid law (with seed-bootstrap CIs, across model sizes,
+    with held-out extrapolation tests) to metrics vs step or compute, correlate metrics, compare seed groups."""
     import json
 
     from zerotir.analysis.report import analyze
@@ -33,7 +41,8 @@ def analyze_command(
         fail("--bootstrap must be ≥ 0")
     try:
         path = analyze(run_dirs, out, metrics=tuple(metric) or None, n_boot=bootstrap, seed=seed,
-                       ignore=IGNORED_KEYS + tuple(ignore_key), x_offset=x_offset)
+                       ignore=IGNORED_KEYS + tuple(ignore_key), x_offset=x_offset, x=x,
+                       sigmoid_metrics=tuple(sigmoid_metric) or None)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         fail(str(e))
         return
@@ -41,4 +50,8 @@ def analyze_command(
     for h in res.get("headline", []):
         params = ", ".join(f"{k}={v:.3g}" for k, v in h["params"].items())
         typer.echo(f"{h['group']:<40} {h['metric']:<26} {h['law']:<11} {params}")
+    for fam in res.get("sigmoid", {}).get("families", []):
+        for m, v in fam["metrics"].items():
+            if v["cross_size"].get("formula"):
+                typer.echo(f"{fam['label']:<40} {m:<26} {v['cross_size']['formula']}")
     typer.echo(f"report: {path / 'report.html'}  ({path / 'report.md'}, {path / 'fits.json'})")

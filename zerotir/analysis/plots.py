@@ -27,7 +27,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_compare(groups: list[Group], metric: str, path: Path) -> Path:
+def plot_compare(groups: list[Group], metric: str, path: Path, xlabel: str = "step") -> Path:
     """All groups on one axis: seeds as faint points, smoothed across-seed mean with a 95% CI band."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for i, g in enumerate(groups):
@@ -46,7 +46,7 @@ def plot_compare(groups: list[Group], metric: str, path: Path) -> Path:
                 label=f"{g.label} (n={len(g.runs)})")
         if np.isfinite(band["lo"]).any():
             ax.fill_between(band["step"], band["lo"], band["hi"], color=color, alpha=0.2, lw=0)
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric}: mean over seeds, 95% CI band (thin: not all seeds)", fontsize=10)
     ax.grid(alpha=0.3)
@@ -55,7 +55,8 @@ def plot_compare(groups: list[Group], metric: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_fits(panels: list[tuple[str, np.ndarray, np.ndarray, SeriesFit]], title: str, path: Path) -> Path:
+def plot_fits(panels: list[tuple[str, np.ndarray, np.ndarray, SeriesFit]], title: str, path: Path,
+              xlabel: str = "step") -> Path:
     """One panel per metric: data, rolling mean, every converged law (best one thick), and the extrapolation check
     (the best law fitted on the first 70%, dashed, predicting the rest right of the dotted line)."""
     ncols = min(3, max(1, len(panels)))
@@ -67,6 +68,7 @@ def plot_fits(panels: list[tuple[str, np.ndarray, np.ndarray, SeriesFit]], title
         x, y, _ = clean_xy(np.asarray(x, dtype=float) + sf.x_offset, y)
         x = x - sf.x_offset  # plotted in steps; the laws take step + x_offset
         ax.set_title(metric, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(alpha=0.3)
         if len(x) == 0:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
@@ -123,3 +125,84 @@ def plot_correlations(rows: list[dict], names: list[str], title: str, path: Path
     plt.close(fig)
     return path
 
+
+
+def _seed_band(runs_xy: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """Per eval point (runs aligned by position, i.e. by step when they share an eval schedule; cut to the shortest
+    run): mean x, mean y and a 95% t-band across runs (NaN with one run)."""
+    from scipy import stats
+
+    n = min(len(x) for x, _ in runs_xy)
+    xs = np.array([x[:n] for x, _ in runs_xy])
+    ys = np.array([y[:n] for _, y in runs_xy])
+    my = ys.mean(0)
+    if len(runs_xy) < 2:
+        return xs.mean(0), my, np.full(n, np.nan), np.full(n, np.nan)
+    half = stats.t.ppf(0.975, len(runs_xy) - 1) * ys.std(0, ddof=1) / np.sqrt(len(runs_xy))
+    return xs.mean(0), my, my - half, my + half
+
+
+def plot_sigmoid_family(fam, metrics: list[str], x: str, path: Path) -> Path:
+    """One panel per metric: each size's seed-mean curve with its 95% band and fitted sigmoid vs x (log axis;
+    the step-0 point drawn at the left edge); colour = size."""
+    from zerotir.analysis.sigmoid import predict
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 3.6), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, m in zip(axes[0], metrics):
+        ax.set_title(m, fontsize=9)
+        ax.grid(alpha=0.3)
+        pos = np.concatenate([c[c > 0] for g in fam.groups for c, _ in g.runs_xy.get(m, [])] or [np.zeros(0)])
+        if not len(pos):
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+            continue
+        left = pos.min() / 2
+        for i, g in enumerate(fam.groups):
+            if m not in g.runs_xy:
+                continue
+            color = cmap(i / max(1, len(fam.groups) - 1) * 0.9)
+            bx, by, lo, hi = _seed_band(g.runs_xy[m])
+            bx = np.where(bx > 0, bx, left)
+            label = f"N={g.n_params:.3g} (n={len(g.runs_xy[m])})"
+            ax.plot(bx, by, "o", color=color, ms=2.5, label=label)
+            if np.isfinite(lo).any():
+                ax.fill_between(bx, lo, hi, color=color, alpha=0.2, lw=0)
+            f = g.fits.get(m)
+            if f is not None and f.ok:
+                xs = np.geomspace(left, bx.max(), 200)
+                ax.plot(xs, predict(f.params, xs), "-", color=color, lw=1.6)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{x} (log; step 0 at the left edge)")
+        ax.legend(fontsize=6, loc="best")
+    fig.suptitle(f"{fam.label}: seed means, 95% bands, fitted sigmoids", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_cross_size(fam, metrics: list[str], path: Path) -> Path:
+    """A(N) (log N) and C_mid(N) (log-log) per metric: the sizes' fits with 95% CIs and the cross-size law."""
+    from zerotir.analysis.sizes import law_at
+
+    fig, axes = plt.subplots(2, len(metrics), figsize=(4.4 * len(metrics), 6.4), squeeze=False)
+    for j, m in enumerate(metrics):
+        members = [g for g in fam.groups if m in g.fits and g.fits[m].ok]
+        sf = fam.cross.get(m)
+        for row, key in enumerate(("A", "C_mid")):
+            ax = axes[row][j]
+            ax.grid(alpha=0.3, which="both")
+            ax.set_title(f"{m}: {key}(N)", fontsize=9)
+            if not members:
+                continue
+            n = np.array([g.n_params for g in members])
+            v = np.array([g.fits[m].params[key] for g in members])
+            ci = [g.fits[m].ci.get(key, [np.nan, np.nan]) for g in members]
+            err = np.abs(np.array([[v[i] - c[0], c[1] - v[i]] for i, c in enumerate(ci)]).T)
+            ax.errorbar(n, v, yerr=np.where(np.isfinite(err), err, 0), fmt="o", color="k", ms=4, capsize=3)
+            if sf is not None and sf.ok:
+                ns = np.geomspace(n.min() / 1.5, n.max() * 3, 100)
+                ax.plot(ns, [law_at(sf.a_law, sf.params, k, sf.a_bounds)[key] for k in ns], "-", color="tab:red")
+            ax.set_xscale("log")
+            if key == "C_mid":
+                ax.set_yscale("log")
+            ax.set_xlabel("N (parameters)")
+    fig.suptitle(f"{fam.label}: sigmoid parameters across sizes (95% CIs)", fontsize=10)
+    return _save(fig, path)

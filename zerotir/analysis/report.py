@@ -21,8 +21,12 @@ import numpy as np
 
 from zerotir.analysis.correlations import correlation_table
 from zerotir.analysis.fits import LAWS, MIN_POINTS, SeriesFit, _clean, clean_xy, fit_law, fit_series
-from zerotir.analysis.runs import IGNORED_KEYS, Group, Run, group_band, group_runs, load_run, pooled_points
+from zerotir.analysis.lawfit import sigmoid_laws
+from zerotir.analysis.lawreport import law_blocks, scored_blocks
 from zerotir.analysis.render import to_html, to_markdown
+from zerotir.analysis.report_tables import _fmt, _fmt_p, _group_blocks, _headline_blocks
+from zerotir.analysis.runs import IGNORED_KEYS, Group, Run, group_band, group_runs, load_run, pooled_points, rekey
+from zerotir.analysis.study import score_file
 
 DEFAULT_METRICS: tuple[str, ...] = (
     "eval/accuracy", "eval/code_ratio", "eval/tool_calls_per_response", "eval/response_tokens",
@@ -31,8 +35,6 @@ DEFAULT_METRICS: tuple[str, ...] = (
 )
 """Metrics analysed by default (in report order); eval/<benchmark>/accuracy series found in the runs are added."""
 
-HEADLINE = ("eval/accuracy", "reward/accuracy", "eval/code_ratio", "rollout/code_ratio", "eval/response_tokens",
-            "rollout/response_tokens")
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
@@ -59,28 +61,6 @@ def _metrics_to_analyse(runs: list[Run], metrics: tuple[str, ...] | None) -> lis
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:80] or "x"
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
-def _fmt_p(p: Any) -> str:
-    if p is None:
-        return "–"
-    return "<1e-4" if p < 1e-4 else f"{p:.2g}"
-
-
-def _param_str(lf) -> str:
-    parts = []
-    for k, v in lf.params.items():
-        ci = lf.ci.get(k)
-        parts.append(f"{k}={_fmt(v)}" + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""))
-    return ", ".join(parts)
 
 
 def horizon(runs: list[Run], metric: str) -> float | None:
@@ -148,8 +128,13 @@ def per_seed_fits(group: Group, metric: str, sf: SeriesFit) -> dict[str, dict[st
 
 def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str, ...] | None = None,
             n_boot: int = 200, seed: int = 0, ignore: tuple[str, ...] = IGNORED_KEYS,
-            x_offset: float | None = None) -> Path:
+            x_offset: float | None = None, x: str = "step", sigmoid_metrics: tuple[str, ...] | None = None,
+            predictions: str | Path | None = None) -> Path:
     """Write the scaling report for `run_dirs` (run dirs or folders of them) into `out_dir`; returns `out_dir`.
+
+    `x` is the axis: 'step' or a cumulative metric logged on every row ('compute/flops', 'compute/tokens', ...);
+    every series is re-keyed by it. The sigmoid section (`lawfit`) covers `sigmoid_metrics` (default
+    `lawfit.SIGMOID_METRICS`); a `predictions` file (predictions.json of a study), when it exists, is scored.
 
     The laws take x = step + x_offset. None chooses, per metric, 0, or 1 when any run has that metric at step 0 (the
     base model evaluated before RL, as `zerotir demo` writes), so that point is fitted too; the same offset serves
@@ -161,7 +146,8 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
     dirs = find_run_dirs(run_dirs)
     if not dirs:
         raise ValueError("no run directories given")
-    runs = [load_run(d) for d in dirs]
+    raw = [load_run(d) for d in dirs]
+    runs = [rekey(r, x) for r in raw]  # every series keyed by the axis (unchanged for 'step')
     groups = group_runs(runs, ignore)
     names = _metrics_to_analyse(runs, metrics)
     notes: list[str] = [n for r in runs for n in r.notes]
@@ -174,9 +160,9 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
                for m in present}
     horizons = {m: horizon(runs, m) for m in present}
     shifted = [m for m in present if offsets[m]]
-    x_desc = "x = training step"
+    x_desc = "x = training step" if x == "step" else f"x = {x}"
     if shifted:
-        x_desc += (f"; x = step + {offsets[shifted[0]]:g} for {', '.join(shifted)}"
+        x_desc += (f"; x = {x} + {offsets[shifted[0]]:g} for {', '.join(shifted)}"
                    + (", which have step-0 rows (the model before RL)" if x_offset is None else ""))
 
     blocks: list[tuple] = [("h", 1, "zerotir scaling report"),
@@ -185,7 +171,7 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
                                  + f". Bootstrap resamples: {n_boot}. Laws are fitted to all seeds' points of a group "
                                    f"({x_desc}); the chosen law has the lowest 5-fold held-out RMSE "
                                    "(the simplest within 1%) and must beat the constant mean; the extrapolation "
-                                   "check fits the first 70% of the step range and predicts the rest. CIs come from "
+                                   "check fits the first 70% of the x range and predicts the rest. CIs come from "
                                    "a residual bootstrap, which treats residuals as independent: with correlated "
                                    "step-to-step noise they are optimistic.")]
     group_of = {id(r): g.label for g in groups for r in g.runs}
@@ -194,7 +180,12 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
                 [[r.name, group_of[id(r)], _fmt(r.config.get("train.seed")), r.n_rows,
                   _fmt(max((max(s) for s in r.series.values() if s), default=None))] for r in runs])]
 
-    result: dict[str, Any] = {"version": 1, "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    laws = sigmoid_laws(raw, sigmoid_metrics, x=x, n_boot=n_boot, seed=seed, ignore=ignore)
+    blocks += law_blocks(laws, plots, out)
+    scored = score_file(predictions, raw, n_boot=n_boot, seed=seed) if predictions else None
+    if scored is not None:
+        blocks += scored_blocks(scored)
+    result: dict[str, Any] = {"version": 1, "x": x, "sigmoid": laws.to_dict(), "scored": scored, "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "laws": {n: {"formula": L.formula, "params": list(L.param_names)}
                                        for n, L in LAWS.items()},
                               "n_boot": n_boot, "seed": seed, "metrics": present, "x_offset": offsets,
@@ -235,7 +226,7 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
         result["groups"].append(gres)
         g_slug = f"g{gi}_{_slug(g.label)}"
         if panels:
-            plot_fits_path = _plot_fits(panels, g, plots / f"fits_{g_slug}.png")
+            plot_fits_path = _plot_fits(panels, g, plots / f"fits_{g_slug}.png", x)
             gres["plot_fits"] = str(plot_fits_path.relative_to(out))
         if len(means) >= 2:
             from zerotir.analysis.plots import plot_correlations
@@ -258,44 +249,21 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
     return out
 
 
-def _plot_fits(panels, g: Group, path: Path) -> Path:
+def write_empty(out_dir: str | Path, note: str) -> Path:
+    """A report with nothing to fit (no runs yet): the note in report.md/.html and fits.json; returns report.md."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = [("h", 1, "zerotir scaling report"), ("note", note)]
+    (out / "fits.json").write_text(json.dumps({"version": 1, "groups": [], "notes": [note]}, indent=1))
+    (out / "report.md").write_text(to_markdown(blocks))
+    (out / "report.html").write_text(to_html(blocks, out, "zerotir scaling report"))
+    return out / "report.md"
+
+
+def _plot_fits(panels, g: Group, path: Path, x: str) -> Path:
     from zerotir.analysis.plots import plot_fits
 
-    return plot_fits(panels, f"{g.label} — {len(g.runs)} run(s): fitted laws", path)
-
-
-def _headline_blocks(groups: list[Group], fitted: dict[str, dict[str, SeriesFit]], result: dict) -> list[tuple]:
-    rows, heads = [], []
-    result_groups = {gr["label"]: gr for gr in result["groups"]}
-    for g in groups:
-        for m in HEADLINE:
-            sf = fitted[g.label].get(m)
-            if sf is None:
-                continue
-            if sf.best is None:
-                rows.append([g.label, m, "–", "–", "–", "–", "–", "–", sf.note or "no law chosen"])
-                continue
-            lf = sf.fits[sf.best]
-            x_name = f"step + {sf.x_offset:g}" if sf.x_offset else "step"
-            seeds = result_groups[g.label]["metrics"][m].get("per_seed") or {}
-            b = LAWS[sf.best].param_names[-1]
-            spread = ", ".join(_fmt(p[b]) if p else "–" for p in seeds.values()) or "–"
-            rows.append([g.label, m, f"{sf.best}: {LAWS[sf.best].formula}, x = {x_name}", _param_str(lf), spread,
-                         _fmt(lf.r2), f"{_fmt(lf.cv_rmse)} (mean {_fmt(sf.baseline_cv_rmse)})",
-                         f"{_fmt(lf.extrap_rmse)} (persist. {_fmt(sf.naive_extrap_rmse)})", lf.note or sf.note])
-            heads.append({"group": g.label, "metric": m, "law": sf.best, "x_offset": sf.x_offset,
-                          "params": lf.params, "ci": lf.ci,
-                          "r2": lf.r2, "cv_rmse": lf.cv_rmse, "extrap_rmse": lf.extrap_rmse,
-                          "naive_extrap_rmse": sf.naive_extrap_rmse})
-    result["headline"] = heads
-    if not rows:
-        return [("h", 2, "Headline fits"), ("note", "none of the headline metrics could be fitted")]
-    return [("h", 2, "Headline fits"),
-            ("p", "Best law per group for the key metrics; parameters with bootstrap 95% CIs (pooled seeds) and the "
-                  "exponent/slope b refitted to each seed alone. Held-out RMSE is compared with the constant-mean "
-                  "model, extrapolation RMSE with a persistence forecast."),
-            ("table", ["group", "metric", "law", "parameters [95% CI]", "b per seed", "R²", "held-out RMSE",
-                       "extrap. RMSE", "note"], rows)]
+    return plot_fits(panels, f"{g.label} — {len(g.runs)} run(s): fitted laws", path, xlabel=x)
 
 
 def _comparison_blocks(groups: list[Group], present: list[str], plots: Path, out: Path,
@@ -330,53 +298,10 @@ def _comparison_blocks(groups: list[Group], present: list[str], plots: Path, out
                    + [f"Δ {g.label}" for g in groups[1:]], rows))
     result["compare_plots"] = {}
     for m in present:
-        p = plot_compare(groups, m, plots / f"compare_{_slug(m)}.png")
+        p = plot_compare(groups, m, plots / f"compare_{_slug(m)}.png", xlabel=result.get("x", "step"))
         rel = str(p.relative_to(out))
         result["compare_plots"][m] = rel
         blocks.append(("img", rel, f"{m} by group"))
     return blocks
 
-
-def _group_blocks(g: Group, gres: dict, present: list[str]) -> list[tuple]:
-    seeds = ", ".join(_fmt(s) for s in g.seeds)
-    blocks: list[tuple] = [("h", 2, f"Group: {g.label}"),
-                           ("p", f"{len(g.runs)} run(s): {', '.join(gres['runs'])} (seeds {seeds}).")]
-    if "plot_fits" in gres:
-        blocks.append(("img", gres["plot_fits"], f"fits for {g.label}"))
-    rows = []
-    for m in present:
-        mres = gres["metrics"].get(m, {})
-        if not mres.get("fits"):
-            rows.append([m, "–", "–", "–", "–", "–", "–", mres.get("note") or "no fit"])
-            continue
-        for name, lf in mres["fits"].items():
-            if not lf["ok"]:
-                rows.append([m, name, "–", "–", "–", "–", "–", lf["note"]])
-                continue
-            params = ", ".join(f"{k}={_fmt(v)}" + (f" [{_fmt(lf['ci'][k][0])}, {_fmt(lf['ci'][k][1])}]"
-                                                     if k in lf["ci"] else "") for k, v in lf["params"].items())
-            best = " ✓" if mres.get("best") == name else ""
-            rows.append([m, name + best, mres["n"], params, _fmt(lf["r2"]), _fmt(lf["cv_rmse"]),
-                         _fmt(lf["extrap_rmse"]), "; ".join(x for x in (lf["note"], mres.get("note")) if x)])
-    blocks.append(("h", 3, "Fits"))
-    blocks.append(("table", ["metric", "law (✓ chosen)", "n", "parameters [95% CI]", "R²", "held-out RMSE",
-                             "extrap. RMSE", "note"], rows))
-    if gres["correlations"]:
-        blocks.append(("h", 3, "Correlations (group-mean series, steps every seed has reached)"))
-        blocks.append(("p", "Raw correlations of two trending series mostly reflect the shared trend; the "
-                            "detrended columns correlate first differences (step-to-step changes). Per-run tables of "
-                            "multi-seed groups are in fits.json."))
-        crow = []
-        for c in gres["correlations"]:
-            r, d = c["raw"], c["detrended"]
-            crow.append([c["a"], c["b"], c["n"], f"{_fmt(r['spearman'])} (p {_fmt_p(r['spearman_p'])})",
-                         f"{_fmt(r['pearson'])} (p {_fmt_p(r['pearson_p'])})",
-                         f"{_fmt(d['spearman'])} (p {_fmt_p(d['spearman_p'])})",
-                         f"{_fmt(d['pearson'])} (p {_fmt_p(d['pearson_p'])})",
-                         "; ".join(x for x in (c["note"], r["note"], d["note"]) if x)])
-        blocks.append(("table", ["a", "b", "n", "Spearman raw", "Pearson raw", "Spearman detrended",
-                                 "Pearson detrended", "note"], crow))
-        if "plot_corr" in gres:
-            blocks.append(("img", gres["plot_corr"], f"correlations for {g.label}"))
-    return blocks
 

@@ -230,3 +230,45 @@ def pooled_points(group: Group, metric: str) -> tuple[np.ndarray, np.ndarray]:
             xs.append(k)
             ys.append(v)
     return np.array(xs, dtype=float), np.array(ys, dtype=float)
+
+
+def xy_series(run: Run, metric: str, x: str = "step") -> tuple[np.ndarray, np.ndarray, str]:
+    """(x [n], y [n], note) of one run's metric against axis `x` ('step' or a metric such as 'compute/flops',
+    read from the same row): steps where either is missing are left out, named in the note."""
+    ys = run.series.get(metric, {})
+    if x == "step":
+        steps = sorted(ys)
+        return np.array(steps, dtype=float), np.array([ys[s] for s in steps], dtype=float), ""
+    xs = run.series.get(x, {})
+    if ys and not xs:
+        return np.zeros(0), np.zeros(0), f"{run.name}: no '{x}' in metrics.jsonl; left out of the {x} axis"
+    steps = sorted(s for s in ys if s in xs)
+    miss = len(ys) - len(steps)
+    note = f"{run.name}: {miss} '{metric}' row(s) without '{x}' left out" if miss else ""
+    return np.array([xs[s] for s in steps], dtype=float), np.array([ys[s] for s in steps], dtype=float), note
+
+
+def rekey(run: Run, x: str) -> Run:
+    """The run with every series keyed by axis `x` (a cumulative metric such as 'compute/flops') instead of step;
+    rows without `x` are dropped. x = 'step' returns the run unchanged."""
+    if x == "step":
+        return run
+    xs = run.series.get(x, {})
+    notes = list(run.notes)
+    if not xs:
+        notes.append(f"{run.path}: no '{x}' in metrics.jsonl; the run has no points on the {x} axis")
+    series = {m: {xs[s]: v for s, v in sv.items() if s in xs} for m, sv in run.series.items()}
+    return Run(path=run.path, name=run.name, config=run.config, series=series, n_rows=run.n_rows, notes=notes)
+
+
+def run_params(run: Run) -> float | None:
+    """The model size N of a run: its logged `model/params` (the last value), None when it logs none."""
+    s = run.series.get("model/params")
+    return float(s[max(s)]) if s else None
+
+
+def is_finished(run: Run) -> bool:
+    """True when the run's metrics reach its configured `train.steps` (a killed or running run has not)."""
+    steps = [k for s in run.series.values() for k in s]
+    target = run.config.get("train.steps")
+    return bool(steps) and isinstance(target, (int, float)) and max(steps) >= target
