@@ -73,9 +73,9 @@ def test_two_gloo_learners_match_single_process(tiny_model_dir):
         ray.get([lw.setup.remote(addr, port) for lw in ranks])
         got_stats = []
         for step, kept in enumerate(batches, 1):
-            per_rank = ray.get([lw.update.remote(kept, step) for lw in ranks])
-            assert per_rank[0] == per_rank[1]           # every rank reports the combined stats
-            got_stats += per_rank[0]
+            per_rank = ray.get([lw.update.remote(kept, step) for lw in ranks])   # UpdateResult records
+            assert per_rank[0].steps == per_rank[1].steps   # every rank reports the combined stats
+            got_stats += per_rank[0].steps
         sums = ray.get([lw.param_checksum.remote() for lw in ranks])
         sd = ray.get(ranks[0].policy_state_dict.remote())
         ray.get([lw.close.remote() for lw in ranks])
