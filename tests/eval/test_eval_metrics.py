@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from zerotir.eval import metrics as M
+from zerotir.metrics import trajectory_metrics
 
 
 # ------------------------------------------------------------------------------------------------ pass@k
@@ -134,7 +135,7 @@ def test_tool_stats_hand_computed(make_traj):
         make_traj(sampled=2, tool_blocks=(2, 4), statuses=("error", "timeout"), skipped=1, finish="length"),
         make_traj(sampled=6, skipped=2),                                         # code written, never run
     ]
-    s = M.tool_stats(trajs)
+    s = trajectory_metrics(trajs)  # the one metrics module (eval logs these under eval/)
     assert s["code_ratio"] == pytest.approx(2 / 4)
     assert s["tool_calls_per_response"] == pytest.approx(3 / 4)            # skipped calls do not count
     assert s["tool_error_rate"] == pytest.approx(1 / 3)
@@ -142,4 +143,4 @@ def test_tool_stats_hand_computed(make_traj):
     assert s["response_tokens"] == pytest.approx((10 + 5 + 4 + 6) / 4)
     assert s["tool_tokens"] == pytest.approx((0 + 3 + 6 + 0) / 4)
     assert s["truncation_rate"] == pytest.approx(1 / 4)
-    assert M.tool_stats([]) == {k: 0.0 for k in s}
+    assert trajectory_metrics([]) == {k: 0.0 for k in s}

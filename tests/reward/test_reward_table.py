@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from zerotir.config import RewardConfig
+from zerotir.metrics import trajectory_metrics, training_names
 from zerotir.reward import RewardScorer
 from zerotir.types import Trajectory
 
@@ -80,7 +81,8 @@ def scored(verifier):
     trajs = [Trajectory(problem_id=rid, prompt_ids=[1], response_ids=[2, 3], loss_mask=[1, 1], logprobs=[0.0, 0.0],
                         response_text=resp, gold_answer=gold) for rid, resp, gold, _ in TABLE]
     with RewardScorer(RewardConfig(), verifier=verifier) as scorer:
-        metrics = scorer.score(trajs, max_total_tokens=100)
+        summary = scorer.score(trajs, max_total_tokens=100)
+    metrics = {**training_names(trajectory_metrics(trajs)), "reward/verify_timeouts": float(summary.verify_timeouts)}
     return {t.problem_id: t for t in trajs}, metrics
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zerotir.config import RewardConfig
+from zerotir.metrics import trajectory_metrics, training_names
 from zerotir.reward import RewardScorer, overlong_penalty
 from zerotir.telemetry import METRICS
 from zerotir.types import ToolCall, Trajectory
@@ -31,7 +32,8 @@ def test_components_with_shaping_on(verifier):
           traj("\\boxed{5}", "6", n=95),                     # wrong, 5 tokens into the 10-token ramp before 100
           traj("no answer", "6", n=100, finish="length")]
     with RewardScorer(cfg, verifier=verifier) as s:
-        m = s.score(ts, max_total_tokens=100)
+        s.score(ts, max_total_tokens=100)
+    m = training_names(trajectory_metrics(ts))  # the scorer fills trajectories; metrics come from them
     assert ts[0].reward_components == pytest.approx({"correct": 1.0, "format": 0.1, "tool_error_penalty": -0.4,
                                                      "overlong_penalty": 0.0})
     assert ts[0].reward == pytest.approx(0.7) and ts[0].answer == "6" and ts[0].correct
@@ -54,9 +56,9 @@ def test_answer_tag_format(verifier):
 def test_hostile_response_counts_a_timeout_and_scores_zero(verifier):
     ts = [traj("\\boxed{10^{10^{10^{10}}}}", "3"), traj("\\boxed{3}", "3")]
     with RewardScorer(RewardConfig(), verifier=verifier) as s:
-        m = s.score(ts, 100)
+        summary = s.score(ts, 100)
     assert [t.reward for t in ts] == [0.0, 1.0]
-    assert m["reward/verify_timeouts"] in (0.0, 1.0)   # 1 when the time limit stopped it, 0 when sympy errored
+    assert summary.verify_timeouts in (0, 1)   # 1 when the time limit stopped it, 0 when sympy errored
     assert ts[0].reward_components["correct"] == 0.0
 
 
@@ -67,5 +69,5 @@ def test_bad_answer_format_is_a_clear_error():
 
 def test_empty_batch(verifier):
     with RewardScorer(RewardConfig(), verifier=verifier) as s:
-        m = s.score([], 100)
-    assert m == {k: 0.0 for k in m} and len(m) == 6
+        summary = s.score([], 100)
+    assert summary.verify_timeouts == 0
