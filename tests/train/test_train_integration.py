@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 REQUIRED = ["reward/accuracy", "rollout/code_ratio", "rollout/tool_calls_per_response", "rollout/tool_error_rate",
             "rollout/tool_timeouts", "rollout/response_tokens", "rollout/tool_tokens", "loss/policy", "loss/kl",
             "loss/entropy", "loss/total", "loss/clip_fraction", "optim/grad_norm", "optim/lr", "perf/step_seconds",
-            "perf/tokens_per_second"]
+            "perf/tokens_per_second", "compute/flops", "compute/tokens", "compute/seconds", "compute/cpu_seconds",
+            "model/params"]
 
 
 def policy_weights(d: Path) -> dict:
@@ -38,7 +39,7 @@ def policy_weights(d: Path) -> dict:
 @pytest.fixture(scope="module")
 def tool_model_dir(tmp_path_factory):
     """The tiny model taught the tool format by the rollout stage's fixture (writes python blocks, ends with EOS)."""
-    from zerotir.rollout.fixtures import make_tool_model
+    from tests.support.tool_model import make_tool_model
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -56,8 +57,11 @@ def test_three_steps_change_parameters_and_log_every_metric(tool_model_dir, tmp_
     r = cfg.rollout
     r.template, r.max_new_tokens_per_turn, r.max_total_tokens, r.n_samples = "toy", 40, 96, 4
     run = train(cfg, run_dir=str(tmp_path / "run"))
-    rows = read_metrics(run / "metrics.jsonl")
+    base, *rows = read_metrics(run / "metrics.jsonl")
+    assert base["step"] == 0 and "eval/accuracy" in base and base["compute/flops"] == 0.0   # the base model's eval
     assert [r["step"] for r in rows] == [1, 2, 3]
+    assert 0 < rows[0]["compute/flops"] < rows[1]["compute/flops"] < rows[2]["compute/flops"]
+    assert base["model/params"] == rows[-1]["model/params"] > 0
     for r in rows:
         missing = [k for k in REQUIRED if k not in r]
         assert not missing, missing
@@ -92,7 +96,9 @@ def _cli(args, cwd):
 
 
 def _strip(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+    """Rows without wall/CPU timings (compute/flops and compute/tokens stay: a resume continues them exactly)."""
+    return [{k: v for k, v in r.items() if not k.startswith(("perf/", "compute/seconds", "compute/cpu_seconds"))}
+            for r in rows]
 
 
 def test_sigkill_then_resume_is_identical_to_uninterrupted(tiny_model_dir, tmp_path, small_train_cfg):
