@@ -1,4 +1,4 @@
-"""Unit tests: base-model builder (loads as an HF dir, seeded), lr schedule, probe helpers, demo report pieces."""
+"""Unit tests: base-model builder (loads as an HF dir, seeded), lr schedule, base-check statistics, demo report pieces."""
 
 import json
 import math
@@ -8,7 +8,8 @@ import pytest
 from zerotir.toy.base import BaseSpec, build_base, lr_at
 from zerotir.toy.corpus import CorpusSpec
 from zerotir.toy.demo import eval_rows, plot_curves, prepend_base_row, start_end, table_markdown
-from zerotir.toy.probe import is_correct, last_boxed, run_code
+from zerotir.toy.check import in_target, signal_stats
+from zerotir.types import ToolCall, Trajectory
 
 
 def _tiny_spec(seed=0):
@@ -43,14 +44,23 @@ def test_lr_schedule_hand_values():
     assert lr_at(12, s) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_probe_helpers():
-    assert last_boxed("a \\boxed{12} b \\boxed{3{4}5}") == "3{4}5"
-    assert last_boxed("no answer") is None and last_boxed("\\boxed{12") is None
-    assert is_correct("408", "408") and is_correct("408.0", "408") and not is_correct("409", "408")
-    assert not is_correct(None, "1")
-    assert run_code("print(12*34)") == "408\n"
-    assert "ZeroDivisionError" in run_code("1/0")
-    assert run_code("while True: pass", timeout_s=0.3) == "TimeoutError"
+def _traj(calls: int, correct: bool, n_tokens: int) -> Trajectory:
+    return Trajectory(problem_id="p", prompt_ids=[1], response_ids=[5] * n_tokens, loss_mask=[1] * n_tokens,
+                      logprobs=[0.0] * n_tokens, correct=correct,
+                      tool_calls=[ToolCall(code="print(1)", status="ok") for _ in range(calls)])
+
+
+def test_signal_stats_hand_count():
+    # 4 responses: code+right, code+wrong, text+right, text+wrong (an unexecuted call does not count as code)
+    trajs = [_traj(1, True, 10), _traj(2, False, 20), _traj(0, True, 30), _traj(0, False, 40)]
+    trajs[3].tool_calls = [ToolCall(code="x", status="skipped", executed=False)]
+    s = signal_stats(trajs)
+    assert s == {"n": 4, "code_ratio": 0.5, "accuracy": 0.5, "code_attempt_accuracy": 0.5, "text_accuracy": 0.5,
+                 "code_responses": 2, "mean_response_tokens": 25.0}
+    assert not in_target(s)                                     # 50% code use: the base already uses the tool
+    assert signal_stats([])["code_ratio"] == 0.0
+    few = signal_stats([_traj(1, True, 5)] + [_traj(0, False, 5)] * 19)   # 5% code, all of it right
+    assert in_target(few)
 
 
 ROWS = [

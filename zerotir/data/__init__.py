@@ -1,8 +1,13 @@
-"""Problems in: local JSONL, the toy world's procedural splits, or a Hugging Face hub dataset.
+"""Problems in: local JSONL, a registered problem source (the toy world's splits), or a Hugging Face hub dataset.
 
     load_problems("../shared/data/benchmarks/math500.jsonl")
-    load_problems("toy:heldout")
+    load_problems("toy:heldout")                                # source 'toy', split 'heldout'
     load_problems("hf:HuggingFaceH4/MATH-500", split="test")   # needs network + `datasets`
+    register_source("mine", lambda split, seed: [...])          # then load_problems("mine:train")
+
+Problem sources are a registry, not imports: `data` sits below the packages that generate problems (toy imports
+data), so a source registers itself here when its module is imported, and `KNOWN_SOURCES` names the module to
+import the first time a spec asks for a source that has not registered yet ('toy:train' works from anywhere).
 
 A row without a usable problem or answer is an error naming file, line and field, raised before any work starts
 (`strict=True`, the default for training); with `strict=False` such rows are skipped and reported in `skipped`.
@@ -10,9 +15,10 @@ A row without a usable problem or answer is an error naming file, line and field
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from zerotir.types import Problem, RecordError, iter_jsonl
 
@@ -87,19 +93,58 @@ def load_hf_problems(dataset_id: str, split: str = "test", **kw: Any) -> Problem
                               source=f"hf:{dataset_id}", **kw)
 
 
+SourceLoader = Callable[[str, int], "list[Problem]"]
+"""A problem source: (split, seed) → problems. Raises ValueError for a split it does not have."""
+
+_SOURCES: dict[str, SourceLoader] = {}
+
+KNOWN_SOURCES: dict[str, str] = {"toy": "zerotir.toy.tasks"}
+"""Source name → the module that registers it when imported (lazy discovery)."""
+
+
+def register_source(name: str, loader: SourceLoader) -> None:
+    """Make '<name>:<split>' specs load through `loader(split, seed)`. Re-registering a name replaces it."""
+    if not name or ":" in name or "/" in name or name == "hf":
+        raise ValueError(f"bad problem source name '{name}' (non-empty, no ':' or '/', not 'hf')")
+    _SOURCES[name] = loader
+
+
+def problem_source(name: str) -> SourceLoader | None:
+    """The loader registered as `name`, importing its module first when it is a known source; None if unknown."""
+    if name not in _SOURCES and name in KNOWN_SOURCES:
+        importlib.import_module(KNOWN_SOURCES[name])  # registers itself on import
+    return _SOURCES.get(name)
+
+
+def source_names() -> list[str]:
+    return sorted(set(_SOURCES) | set(KNOWN_SOURCES))
+
+
+def _load_from_source(spec: str, loader: SourceLoader, split: str, seed: int) -> ProblemSet:
+    try:
+        problems = loader(split, seed)
+    except ValueError as e:
+        raise DataError(f"{spec}: {e}") from None
+    if not problems:
+        raise DataError(f"{spec}: the source returned no problems")
+    return ProblemSet(list(problems), source=spec)
+
+
 def load_problems(spec: str, *, limit: int = 0, split: str = "test", problem_field: str = "problem",
                   answer_field: str = "answer", strict: bool = True, seed: int = 0) -> ProblemSet:
-    """Resolve a data spec: a JSONL path, 'toy:<split>' or 'hf:<dataset id>[:config]'."""
+    """Resolve a data spec: a JSONL path, '<source>:<split>' for a registered source (e.g. 'toy:train'; `seed`
+    goes to the source) or 'hf:<dataset id>[:config]'. An existing file wins over a source of the same spelling."""
     kw = dict(problem_field=problem_field, answer_field=answer_field, strict=strict)
-    if spec.startswith("toy:"):
-        from zerotir.toy.tasks import toy_problems
-
-        ps = ProblemSet(toy_problems(spec[4:], seed=seed), source=spec)
+    name, sep, rest = spec.partition(":")
+    loader = problem_source(name) if sep and not Path(spec).is_file() else None
+    if loader is not None:
+        ps = _load_from_source(spec, loader, rest, seed)
     elif spec.startswith("hf:"):
         ps = load_hf_problems(spec[3:], split=split, **kw)
     else:
         if not Path(spec).is_file():
-            raise DataError(f"{spec}: file not found (expected a JSONL path, 'toy:<split>' or 'hf:<dataset id>')")
+            raise DataError(f"{spec}: file not found (expected a JSONL path, '<source>:<split>' with a source in "
+                            f"{', '.join(source_names())}, or 'hf:<dataset id>')")
         ps = load_jsonl_problems(spec, **kw)
     if limit and limit > 0:
         ps.problems = ps.problems[:limit]

@@ -16,13 +16,25 @@ class ModelError(ValueError):
     """A model directory that cannot be used; the message names the directory and what is missing."""
 
 
+TOY_BASE_PROVIDER = "zerotir.toy.cache:toy_base_path"
+"""Who resolves toy names: 'module:function', imported on first use (see resolve_model_path)."""
+
+
 def resolve_model_path(path: str) -> Path:
-    """'toy' → the toy base shipped in zerotir/assets/toy-base; anything else is a local directory."""
-    if path == "toy":
-        if not (TOY_BASE_DIR / "config.json").is_file():
-            raise ModelError(f"the toy base model is missing at {TOY_BASE_DIR}; build it with `zerotir toy build-base`")
-        return TOY_BASE_DIR
-    return Path(path)
+    """'toy' and 'toy-<size>' (e.g. 'toy-0.2m', 'toy-3m') → that toy base's directory: shipped in zerotir/assets, or
+    in the user cache, built there on first use (zerotir.toy.cache). Anything else is a local directory; an existing
+    directory wins over a toy name of the same spelling."""
+    path = str(path)
+    is_toy_name = path == "toy" or (path.startswith("toy-") and "/" not in path and not Path(path).exists())
+    if not is_toy_name:
+        return Path(path)
+    # models sits below toy in the import table (toy imports models to load and build its bases), so models must not
+    # import toy's code: the provider is named as data and imported on first use, as a plugin entry point would be.
+    # Resolving other paths never touches it.
+    import importlib
+
+    module, _, func = TOY_BASE_PROVIDER.partition(":")
+    return Path(getattr(importlib.import_module(module), func)(path))
 
 
 def check_model_dir(path: str | Path) -> Path:

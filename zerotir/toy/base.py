@@ -1,8 +1,14 @@
-"""Pretraining the toy base model from scratch: a Llama-style decoder (RoPE, RMSNorm, SwiGLU, tied embeddings,
-~0.8M parameters) on the generated corpus, character tokens, saved as an ordinary HF directory (in the Qwen2
-layout with zero q/k/v biases — the same function; see `to_qwen2`).
+"""Pretraining the toy base models from scratch: Llama-style decoders (RoPE, RMSNorm, SwiGLU, tied embeddings) on
+the generated corpus, character tokens, saved as ordinary HF directories (in the Qwen2 layout with zero q/k/v biases
+— the same function; see `to_qwen2`).
 
-    build_base(BaseSpec(), "zerotir/assets/toy-base")     # what `zerotir toy build-base` runs
+    build_base(BASE_SIZES["toy-0.8m"], "zerotir/assets/toy-base")   # what `zerotir toy build-base` runs
+    base_spec("toy-3m")                                              # a named size (`toy` = `toy-0.8m`)
+
+`BASE_SIZES` is the family: the same corpus and tokenizer, width and depth scaled together. Token budgets are
+Chinchilla-ish (about 20 tokens per parameter) where that is cheap and capped by wall time where it is not: the
+largest size must build in under about an hour on 2 CPU cores (figures measured there are in each preset's comment).
+Sizes not shipped in zerotir/assets are built on first use into the user cache (zerotir.toy.cache).
 
 Seeded: the corpus, the initialisation and the batch order all derive from `spec.seed`, so the same seed on the
 same torch build and thread count gives the same weights.
@@ -41,6 +47,42 @@ class BaseSpec:
     seed: int = 0
     threads: int = 2
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch * self.seq_len
+
+
+BASE_SIZES: dict[str, BaseSpec] = {
+    # 207,616 parameters; 600 steps = 4.9M tokens (24 per parameter). Shipped: zerotir/assets/toy-base-0.2m.
+    "toy-0.2m": BaseSpec(hidden=64, layers=4, heads=4, intermediate=176, steps=600, lr=4e-3),
+    # 816,640 parameters; 900 steps = 7.4M tokens (9 per parameter). The original toy base, unchanged (its
+    # build.json records these settings). Shipped: zerotir/assets/toy-base.
+    "toy-0.8m": BaseSpec(hidden=128, layers=4, heads=4, intermediate=352, steps=900, lr=3e-3),
+    # 3.1M parameters; 20 tokens per parameter would be 7,600 steps: capped by wall time.
+    "toy-3m": BaseSpec(hidden=192, layers=7, heads=6, intermediate=512, steps=1000, lr=2e-3, warmup=40),
+    # 9.9M parameters (48x the smallest); capped so that it builds in under an hour on 2 cores.
+    "toy-10m": BaseSpec(hidden=320, layers=8, heads=10, intermediate=864, steps=480, lr=1.5e-3, warmup=30),
+}
+"""The toy base family, name → spec. Every size reads the same corpus (CorpusSpec()) with the same tokenizer."""
+
+BASE_ALIASES = {"toy": "toy-0.8m"}
+"""Short names: `model.path: toy` is the 0.8M base the demo uses."""
+
+
+def canonical_size(name: str) -> str:
+    """'toy' → 'toy-0.8m'; a BASE_SIZES name → itself; anything else raises ValueError listing the sizes."""
+    name = BASE_ALIASES.get(name, name)
+    if name not in BASE_SIZES:
+        raise ValueError(f"unknown toy base size '{name}' (known: {', '.join(['toy', *BASE_SIZES])})")
+    return name
+
+
+def base_spec(name: str) -> BaseSpec:
+    """The spec of a named size (a fresh copy: callers may replace fields)."""
+    import copy
+
+    return copy.deepcopy(BASE_SIZES[canonical_size(name)])
 
 
 def make_model(spec: BaseSpec, vocab_size: int, eos_id: int, pad_id: int):
@@ -102,8 +144,11 @@ def encode_corpus(docs: list[str], tok) -> tuple["torch.Tensor", "torch.Tensor"]
     return torch.tensor(ids, dtype=torch.long), torch.tensor(starts, dtype=torch.long)
 
 
-def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
-    """Pretrain and save the toy base to `out_dir`; returns a summary (also written to out_dir/build.json)."""
+def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] = print, *, progress: bool = False,
+               name: str = "") -> dict:
+    """Pretrain and save the toy base to `out_dir`; returns a summary (also written to out_dir/build.json).
+
+    progress: a progress bar (for a terminal) instead of a log line every 50 steps. name: the size's name, recorded."""
     import torch
 
     from zerotir.toy.tokenizer import build_char_tokenizer
@@ -132,6 +177,7 @@ def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] =
     offs = torch.arange(spec.seq_len + 1)
     model.train()
     ema, losses = None, []
+    bar = _progress_bar(spec.steps, name or "toy base") if progress else None
     for step in range(spec.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, spec)
@@ -144,17 +190,31 @@ def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] =
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema:.3f}", refresh=False)
         if (step + 1) % 50 == 0 or step == 0:
             losses.append({"step": step + 1, "loss": round(ema, 4), "seconds": round(time.time() - t0, 1)})
-            log(f"step {step + 1}/{spec.steps}  loss {ema:.4f}  lr {lr_at(step, spec):.2e}  {time.time() - t0:.0f}s")
+            if bar is None:
+                log(f"step {step + 1}/{spec.steps}  loss {ema:.4f}  lr {lr_at(step, spec):.2e}  "
+                    f"{time.time() - t0:.0f}s")
+    if bar is not None:
+        bar.close()
     model = to_qwen2(model.eval())
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
-    summary = {"spec": asdict(spec), "params": n_params, "corpus": stats, "final_loss": ema,
+    summary = {"name": name, "spec": asdict(spec), "params": n_params, "corpus": stats, "final_loss": ema,
                "seconds": round(time.time() - t0, 1), "threads": spec.threads, "torch": torch.__version__,
                "loss_curve": losses}
     (out / "build.json").write_text(json.dumps(summary, indent=1))
     log(f"saved to {out} ({summary['seconds']:.0f}s, final loss {ema:.4f})")
     return summary
+
+
+def _progress_bar(total: int, desc: str):
+    """tqdm (a dependency of transformers) on stderr."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"building {desc}", unit="step", dynamic_ncols=True)

@@ -13,44 +13,69 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("build-base")
 def build_base(
-    out: str = typer.Option("", "--out", help="Output directory (default: the shipped zerotir/assets/toy-base)."),
-    steps: int = typer.Option(900, "--steps", help="Pretraining steps (32 windows of 256 characters each)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for corpus, initialisation and batch order."),
-    code_share: float = typer.Option(0.03, "--code-share",
-                                     help="Share of Q/A solutions in the corpus that use code (the tool-use prior)."),
-    docs: int = typer.Option(80_000, "--docs", help="Corpus documents."),
-    threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
-    check: bool = typer.Option(True, "--check/--no-check", help="Probe the built base on held-out problems."),
+    size: str = typer.Option("toy", "--size", help="Named size: toy (= toy-0.8m), toy-0.2m, toy-3m, toy-10m."),
+    out: str = typer.Option("", "--out", help="Output directory (default: the shipped copy in zerotir/assets for "
+                                              "shipped sizes, the user cache for the others)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Pretraining steps (default: the size's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for corpus, initialisation and batch order."),
+    code_share: Optional[float] = typer.Option(None, "--code-share", help="Share of Q/A solutions in the corpus "
+                                               "that use code (the tool-use prior; default 0.03)."),
+    docs: Optional[int] = typer.Option(None, "--docs", help="Corpus documents (default 80,000)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default 2)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the target already holds this build."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Sample the built base on held-out problems."),
 ) -> None:
-    """Pretrain the tiny toy base model from scratch (seeded; ~10-20 minutes on 2 cores)."""
-    from zerotir.models import TOY_BASE_DIR
-    from zerotir.toy.base import BaseSpec, build_base as _build
-    from zerotir.toy.corpus import CorpusSpec
+    """Pretrain a toy base model from scratch (seeded; the 0.8M default takes ~10-20 minutes on 2 cores)."""
+    from dataclasses import replace
+    from pathlib import Path
 
-    if not 0.0 <= code_share <= 1.0:
+    from zerotir.toy.base import base_spec, canonical_size
+    from zerotir.toy.cache import SHIPPED, ASSETS, build_locked, cached_dir, is_built
+
+    try:
+        name = canonical_size(size)
+    except ValueError as e:
+        fail(str(e))
+        return
+    spec = base_spec(name)
+    if code_share is not None and not 0.0 <= code_share <= 1.0:
         fail(f"--code-share must be in [0, 1], got {code_share}")
-    spec = BaseSpec(steps=steps, seed=seed, threads=threads,
-                    corpus=CorpusSpec(n_docs=docs, code_solution_share=code_share, seed=seed))
-    target = out or str(TOY_BASE_DIR)
-    _build(spec, target, log=typer.echo)
+    corpus = spec.corpus
+    if seed is not None:
+        corpus = replace(corpus, seed=seed)
+    if code_share is not None:
+        corpus = replace(corpus, code_solution_share=code_share)
+    if docs is not None:
+        corpus = replace(corpus, n_docs=docs)
+    spec = replace(spec, corpus=corpus, **{k: v for k, v in (("steps", steps), ("seed", seed), ("threads", threads))
+                                            if v is not None})
+    if out:
+        target = Path(out)
+    elif name in SHIPPED:
+        target = ASSETS / SHIPPED[name]
+    else:
+        target = cached_dir(name, spec)
+    if is_built(target) and not force:
+        typer.echo(f"{name} is already built at {target} (--force rebuilds it)")
+    else:
+        build_locked(name, spec, target, log=typer.echo, force=force)
     if check:
-        _check(target, 256, 1.0, seed)
+        _check(str(target), 256, 1.0, spec.seed)
 
 
-def _check(model_dir: str, n: int, temperature: float, seed: int) -> dict:
+def _check(model: str, n: int, temperature: float, seed: int) -> dict:
     import json
     from pathlib import Path
 
-    from zerotir.toy.probe import probe_base
-    from zerotir.toy.tasks import toy_problems
+    from zerotir.models import resolve_model_path
+    from zerotir.toy.check import BASE_TARGET, check_base, in_target
 
-    stats, samples = probe_base(model_dir, toy_problems("heldout")[:n], temperature=temperature, seed=seed)
+    stats = check_base(model, n=n, temperature=temperature, seed=seed)
     typer.echo("base check on held-out (temperature %.1f): %s" % (temperature, json.dumps(
         {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()})))
-    ok = 0.02 <= stats["code_ratio"] <= 0.08 and stats["code_attempt_accuracy"] >= 0.3
-    typer.echo("  " + ("OK: " if ok else "WARNING: outside ") +
-               "the target (code rate 2-8%, >= 30% of code attempts correct) for RL to have a signal")
-    p = Path(model_dir) / "build.json"
+    typer.echo("  " + ("OK: " if in_target(stats) else "WARNING: outside ") + "the target (" + ", ".join(
+        f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in BASE_TARGET.items()) + ") for RL to have a signal")
+    p = Path(resolve_model_path(model)) / "build.json"
     if p.exists():
         d = json.loads(p.read_text())
         d["check"] = {"temperature": temperature, **stats}
@@ -60,20 +85,21 @@ def _check(model_dir: str, n: int, temperature: float, seed: int) -> dict:
 
 @app.command("check-base")
 def check_base(
-    model: str = typer.Option("toy", "--model", help="Model directory, or 'toy' for the shipped base."),
+    model: str = typer.Option("toy", "--model", help="Model directory, or a toy size name ('toy', 'toy-0.2m', ...)."),
     n: int = typer.Option(256, "--n", help="Held-out problems to sample (one response each)."),
     temperature: float = typer.Option(1.0, "--temperature"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Sample the base on held-out problems: code rate and correctness of its code (is there an RL signal?)."""
+    """Sample the base on held-out problems through the eval path (real sandbox and reward): code rate and
+    correctness of its code (is there an RL signal?)."""
     from zerotir.models import ModelError, check_model_dir
 
     try:
-        path = str(check_model_dir(model))
+        check_model_dir(model)
     except ModelError as e:
         fail(str(e))
         return
-    _check(path, n, temperature, seed)
+    _check(model, n, temperature, seed)
 
 
 def demo_command(

@@ -21,10 +21,8 @@ import random
 from dataclasses import dataclass, field
 
 from zerotir.rollout.format import CODE_CLOSE, CODE_OPEN, format_tool_output
+from zerotir.rollout.templates import TOY_TEMPLATE  # the one toy prompt: the corpus is pretrained on the rollout's
 from zerotir.toy.tasks import DEFAULT_MIX, GENERATORS, Task, _reserved_prompts
-
-TOY_TEMPLATE = "Q: {problem}\nA: "
-"""Must equal the rollout's 'toy' prompt template."""
 
 
 @dataclass

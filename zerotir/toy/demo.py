@@ -63,6 +63,17 @@ def eval_policy(model_path: str | Path, cfg: Config, max_tool_calls: int | None 
                 seed: int | None = None) -> dict[str, float]:
     """Held-out eval of one model directory with the project's evaluate(): an 'eval/…' metric row."""
     from zerotir.data import load_problems
+
+    problems = load_problems(cfg.data.eval, limit=cfg.data.eval_limit, seed=cfg.train.seed).problems
+    t0 = time.perf_counter()
+    report = evaluate_model(model_path, cfg, problems, max_tool_calls=max_tool_calls, seed=seed)
+    return {**report.metric_row("eval/"), "perf/eval_seconds": time.perf_counter() - t0}
+
+
+def evaluate_model(model_path: str | Path, cfg: Config, problems: list, *, max_tool_calls: int | None = None,
+                   seed: int | None = None):
+    """`zerotir.eval.core.evaluate` on one model directory with a real sandbox and the training reward, at the
+    eval settings of `cfg` (samples, temperature, tool budget unless `max_tool_calls` is given). → EvalReport."""
     from zerotir.eval.core import eval_rollout_config, evaluate
     from zerotir.models import load_model_and_tokenizer, pick_device
     from zerotir.reward import RewardScorer
@@ -71,16 +82,13 @@ def eval_policy(model_path: str | Path, cfg: Config, max_tool_calls: int | None 
 
     budget = cfg.eval.max_tool_calls if max_tool_calls is None else max_tool_calls
     seed = cfg.train.seed if seed is None else seed
-    problems = load_problems(cfg.data.eval, limit=cfg.data.eval_limit, seed=cfg.train.seed).problems
     device = pick_device(cfg.model.device)
     model, tok = load_model_and_tokenizer(str(model_path), device, cfg.model.dtype)
     engine = HFEngine(model, tok, max_batch=cfg.rollout.batch_size, device=device, seed=seed)
-    t0 = time.perf_counter()
     with make_sandbox(cfg.sandbox) as sandbox, RewardScorer(cfg.reward) as scorer:
         rcfg = replace(eval_rollout_config(cfg.rollout, cfg.eval), max_tool_calls=budget)
-        report = evaluate(problems, engine, sandbox, scorer, rollout_cfg=rcfg, samples=cfg.eval.samples,
-                          max_tool_calls=budget, seed=seed)
-    return {**report.metric_row("eval/"), "perf/eval_seconds": time.perf_counter() - t0}
+        return evaluate(problems, engine, sandbox, scorer, rollout_cfg=rcfg, samples=cfg.eval.samples,
+                        max_tool_calls=budget, seed=seed)
 
 
 def prepend_base_row(run_dir: Path, row: dict[str, float]) -> None:
@@ -224,7 +232,7 @@ def write_report(run_dir: str | Path, wall_seconds: float | None = None) -> Path
                "wall_seconds": wall_seconds, "steps": max(r["step"] for r in rows)}
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
     parts = [f"# Toy world run: {run.name}", "",
-             "A ~0.8M-parameter model pretrained from scratch (text solutions, framed code snippets, and rarely the "
+             "A tiny model pretrained from scratch (text solutions, framed code snippets, and rarely the "
              "two together) is RL-trained with the sandbox; reward is 1 for a verified-correct boxed answer.", "",
              table_markdown(se), "",
              (f"Accuracy x{acc_gain:.1f}" if math.isfinite(acc_gain) else "Accuracy from 0")

@@ -22,6 +22,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from zerotir.data import register_source
 from zerotir.types import Problem
 
 
@@ -217,3 +218,6 @@ def toy_problems(split: str, seed: int = 0) -> list[Problem]:
     if split.startswith("rg-"):
         return _rg_problems(split[3:], 256, seed)
     raise ValueError(f"unknown toy split '{split}' (train, heldout, easy, hard, rg-<reasoning-gym dataset>)")
+
+
+register_source("toy", lambda split, seed: toy_problems(split, seed=seed))  # 'toy:train', 'toy:heldout', ...
