@@ -53,19 +53,22 @@ def test_cli_prints_one_error_line(tiny_model_dir, tmp_path):
     assert res.exit_code == 2 and "unknown config key 'train.nope'" in res.output
 
 
-def test_backend_ray_hands_resume_and_run_dir_to_ray_train(tmp_path, monkeypatch):
-    """`zerotir train --backend ray` calls zerotir.distributed.ray_train(cfg, resume=..., run_dir=...) and prints
-    the run dir it returns (the training itself is covered by tests/distributed)."""
+def test_backend_ray_hands_resume_and_run_dir_to_the_loop_with_the_ray_backend(tmp_path, monkeypatch):
+    """`zerotir train --backend ray` calls THE loop with the Ray backend and resume/run_dir, and prints the run dir
+    it returns (the training itself is covered by tests/distributed)."""
     import zerotir.distributed
+    import zerotir.train.loop
     from zerotir.cli import app
 
     calls = []
 
-    def fake_ray_train(cfg, run_dir=None, resume=False):  # records the wiring only
+    def fake_train(cfg, resume=False, run_dir=None, backend_factory=None):  # records the wiring only
         calls.append((cfg.train.backend, cfg.train.learners, run_dir, resume))
+        assert backend_factory == "RAY"
         return tmp_path / "the-run"
 
-    monkeypatch.setattr(zerotir.distributed, "ray_train", fake_ray_train)
+    monkeypatch.setattr(zerotir.distributed, "ray_backend", lambda: "RAY")
+    monkeypatch.setattr(zerotir.train.loop, "train", fake_train)
     res = CliRunner().invoke(app, ["train", "--backend", "ray", "--learners", "2", "--run-dir", str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
     assert calls == [("ray", 2, str(tmp_path / "r"), False)]

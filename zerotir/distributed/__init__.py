@@ -1,28 +1,28 @@
-"""zerotir.distributed: the same training loop on a Ray cluster, the async rollout pipeline, and the vLLM engine.
+"""zerotir.distributed: THE training loop's phases on a Ray cluster, and the vLLM engine.
 
-    from zerotir.distributed import ray_train
-    run_dir = ray_train(cfg)          # cfg.train.backend == 'ray'; `zerotir train --backend ray` calls this
+    run_dir = zerotir.train.loop.train(cfg, backend_factory=zerotir.distributed.ray_backend())
+                                                 # what `zerotir train --backend ray` runs
 
-Modules: `driver` (ray_train, topology), `actors` (rollout workers, learner ranks), `dp` (data-parallel gradient
-sync), `pipeline` (staleness-bounded async rollouts, pure Python), `vllm_engine` (GPU engine). Ray and vLLM are
-imported only when used, so importing this package is cheap.
+Modules: `driver` (`RayBackend`: the `zerotir.train.backend.Backend` protocol on Ray actors; topology), `actors`
+(rollout workers, learner ranks), `dp` (data-parallel gradient sync), `vllm_engine` (GPU engine). The loop drives the
+backend, never the reverse: nothing here imports `zerotir.train.loop`. Ray and vLLM are imported only when used, so
+importing this package is cheap.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 
-def ray_train(cfg: Any, run_dir: str | None = None, resume: str | bool = False) -> Path:
-    """Train on Ray per `cfg` (see `zerotir.distributed.driver`); returns the run directory."""
+def ray_backend() -> Any:
+    """The Ray backend class (a `Backend` factory: RayBackend(cfg)); a clear error when Ray is not installed."""
     try:
         import ray  # noqa: F401
     except ImportError:
         raise SystemExit("error: train.backend=ray needs Ray: pip install 'zerotir[ray]'") from None
-    from zerotir.distributed.driver import ray_train as _ray_train
+    from zerotir.distributed.driver import RayBackend
 
-    return _ray_train(cfg, run_dir=run_dir, resume=resume)
+    return RayBackend
 
 
-__all__ = ["ray_train"]
+__all__ = ["ray_backend"]

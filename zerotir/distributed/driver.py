@@ -1,4 +1,5 @@
-"""`ray_train(cfg)`: THE training loop (`zerotir.train.loop.train`) with its phases on a Ray topology (`RayBackend`).
+"""`RayBackend`: THE training loop's phases (`zerotir.train.loop.train(cfg, backend_factory=RayBackend)`) on a Ray
+topology.
 
     rollout workers (actors: engine + sandbox pool + scorer) ──trajectories──▶ driver ──kept──▶ learner group
           ▲                                                                                    (torch.distributed
@@ -18,7 +19,6 @@ bundles; sandboxes run inside the rollout actors, on their CPUs, never on a lear
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,14 +186,3 @@ class RayBackend:
         if self.started:
             ray.shutdown()
             self.started = False
-
-
-def ray_train(cfg: Config, run_dir: str | None = None, resume: str | bool = False) -> Path:
-    """Train per `cfg` on Ray (train.rollout_workers actors, train.learners data-parallel ranks) with THE training
-    loop (`zerotir.train.loop.train`); the run directory is laid out exactly like a local run's, and checkpoints are
-    interchangeable between the two backends."""
-    from zerotir.train.loop import train
-
-    cfg = copy.deepcopy(cfg)
-    cfg.train.backend = "ray"
-    return train(cfg, resume=resume, run_dir=run_dir, backend_factory=RayBackend)

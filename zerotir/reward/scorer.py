@@ -3,7 +3,8 @@
     with RewardScorer(cfg.reward) as scorer:
         summary = scorer.score(trajectories, max_total_tokens=cfg.rollout.max_total_tokens)
 
-`score` fills, on each trajectory: answer (extracted, or None), correct, reward, and reward_components with keys
+`score` fills, on each trajectory: answer (extracted from the model's own text — never from tool output blocks, see
+`reward.extract.trajectory_answer` — or None), correct, reward, and reward_components with keys
     correct             1.0 when the answer verified correct, else 0.0
     format              reward.format_reward when an answer was found in reward.answer_format, else 0.0
     tool_error_penalty  -reward.tool_error_penalty x executed calls that ended in error/timeout/oom/killed (<= 0)
@@ -20,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from zerotir.reward.extract import ANSWER_FORMATS, extract_answer
+from zerotir.reward.extract import ANSWER_FORMATS, trajectory_answer
 from zerotir.reward.verifier import Verifier, VerifyResult
 
 TOOL_ERROR_STATUSES: frozenset[str] = frozenset({"error", "timeout", "oom", "killed"})
@@ -80,7 +81,7 @@ class RewardScorer:
     def score(self, trajectories: list, max_total_tokens: int) -> ScoreSummary:
         """Score `trajectories` in place (answer, correct, reward, reward_components)."""
         c = self.cfg
-        answers = [extract_answer(t.response_text, c.answer_format) for t in trajectories]
+        answers = [trajectory_answer(t, c.answer_format) for t in trajectories]
         todo = [i for i, a in enumerate(answers) if a is not None and str(trajectories[i].gold_answer).strip()]
         verdicts: dict[int, VerifyResult] = dict(zip(todo, self.verifier.verify_many(
             [(answers[i], str(trajectories[i].gold_answer)) for i in todo])))

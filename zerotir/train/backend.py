@@ -12,8 +12,8 @@ and rollout engines), the sandbox and the reward scorer:
     close()
 
 `LocalBackend` runs everything in this process (rollouts are generated when launched, so `Done` handles).
-`zerotir.distributed.driver.RayBackend` implements the same protocol with Ray actors; `ray_train` passes it to
-`train`. Data parallelism belongs to the backend's learner ranks, never to the loop.
+`zerotir.distributed.driver.RayBackend` implements the same protocol with Ray actors; `zerotir train --backend
+ray` passes it to `train`. Data parallelism belongs to the backend's learner ranks, never to the loop.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from zerotir.config import Config
-from zerotir.records import EvalResult, RolloutResult, UpdateResult
+from zerotir.records import EvalResult, UpdateResult
 from zerotir.train.compute import ModelShape, shape_of, update_flops
 from zerotir.train.pipeline import Done, Handle
 from zerotir.types import Problem, Trajectory

@@ -45,22 +45,21 @@ def train_command(
     except ConfigError as e:
         fail(str(e))
         return
+    from zerotir.train.loop import train
+
+    backend_factory = None
     if cfg.train.backend == "ray":
-        try:
-            from zerotir.distributed import ray_train as run_training  # type: ignore[attr-defined]
-        except ImportError:
-            fail("train.backend=ray needs zerotir.distributed.ray_train (pip install 'zerotir[ray]')")
-            return
-    elif cfg.train.backend == "local":
-        from zerotir.train.loop import train as run_training
-    else:
+        from zerotir.distributed import ray_backend
+
+        backend_factory = ray_backend()
+    elif cfg.train.backend != "local":
         fail(f"train.backend: unknown backend '{cfg.train.backend}' (local, ray)")
         return
     from zerotir.data import DataError
     from zerotir.models import ModelError
 
     try:
-        out = run_training(cfg, resume=resume_arg, run_dir=run_dir)
+        out = train(cfg, resume=resume_arg, run_dir=run_dir, backend_factory=backend_factory)
     except (DataError, ModelError, FileNotFoundError, FileExistsError, ValueError) as e:
         fail(str(e))
         return

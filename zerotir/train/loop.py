@@ -55,8 +55,9 @@ def validate_inputs(cfg: Config):
     t = cfg.train
     if t.prompts_per_step < 1 or cfg.rollout.n_samples < 1 or t.ppo_epochs < 1 or t.minibatches < 1:
         raise ValueError("train.prompts_per_step, rollout.n_samples, train.ppo_epochs and train.minibatches must be >= 1")
-    if cfg.rollout.engine != "hf":
-        raise ValueError(f"rollout.engine '{cfg.rollout.engine}' runs under train.backend=ray; the local loop uses 'hf'")
+    if cfg.rollout.engine != "hf" and cfg.train.backend != "ray":
+        raise ValueError(f"rollout.engine '{cfg.rollout.engine}' runs under train.backend=ray; the local backend uses "
+                         "'hf'")
     return train_set, eval_set
 
 
@@ -114,7 +115,7 @@ class StepPrompts:
 def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
           backend_factory: Callable[[Config], Backend] | None = None) -> Path:
     """Run RL training per `cfg`; returns the run directory (config.yaml, metrics.jsonl, transcripts/, checkpoints/).
-    backend_factory: where the phases run (default `LocalBackend`; `zerotir.distributed.ray_train` passes Ray's)."""
+    backend_factory: where the phases run (default `LocalBackend`; `zerotir.distributed.ray_backend()` for Ray)."""
     setup_logging(cfg.logging.level)
     train_set, eval_set = validate_inputs(cfg)                       # bad inputs fail here, before any work
     run, ckpt = resolve_run_dir(cfg, resume, run_dir)

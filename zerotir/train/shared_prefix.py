@@ -5,7 +5,7 @@ GRPO-style batches hold G responses per prompt. A plain forward runs every promp
 The expansion is differentiable (its backward sums the G rows' gradients into the one prompt pass), so log-probs and
 gradients equal those of the plain forward up to float rounding, for (U·P + b·R) instead of b·(P + R) tokens.
 
-Works with any HF causal LM whose attention layers call `past_key_values.update(k, v, layer_idx)` and take prepared
+Works with any HF causal LM whose attention layers call `cache.update(k, v, layer_idx)` on the cache they are passed (`models.cache.cache_kwarg`) and take prepared
 4D masks as-is (Llama, Qwen2, Mistral, Gemma 3, ...: the models `HFEngine` runs; sliding-window layers get windowed
 masks from `zerotir.models.masks`).
 
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from zerotir.models.cache import cache_kwarg
 from zerotir.models.masks import mask_plan
 
 
@@ -97,7 +98,7 @@ def shared_prompt_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Ten
     kw = {"logits_to_keep": 1} if keep_ok else {}
     masks = mask_plan(model.config)
     mask = masks.build(allowed, p_pos, p_pos, mask_dtype)
-    first_logits = model(input_ids=p_ids, attention_mask=mask, position_ids=p_pos, past_key_values=rec,
+    first_logits = model(input_ids=p_ids, attention_mask=mask, position_ids=p_pos, **{cache_kwarg(model): rec},
                          use_cache=True, **kw).logits[:, -1:]  # [U, 1, V]
     # response pass: keys = the row's prompt (its real tokens) ‖ its own response, causally (right pads come after
     # every real query, so causality already hides them)
@@ -109,5 +110,5 @@ def shared_prompt_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Ten
     mask = masks.build(allowed, r_pos, torch.cat([p_pos[owner], r_pos], dim=1), mask_dtype)
     kw = {"logits_to_keep": r} if keep_ok else {}
     resp_logits = model(input_ids=response_ids, attention_mask=mask, position_ids=r_pos,
-                        past_key_values=_PrefixKV(rec, owner), use_cache=True, **kw).logits[:, -r:]
+                        **{cache_kwarg(model): _PrefixKV(rec, owner)}, use_cache=True, **kw).logits[:, -r:]
     return torch.cat([first_logits[owner], resp_logits[:, :-1]], dim=1)
