@@ -3,7 +3,8 @@ steps, re-probes with a growing interval. Synthetic timings (no clock); plus one
 not change what is generated."""
 
 from zerotir.rollout.engine import GenerationRequest, SamplingParams
-from zerotir.rollout.hf_engine import HFEngine, ThreadTuner
+from zerotir.rollout.hf_engine import HFEngine
+from zerotir.rollout.threads import ThreadTuner
 
 
 def drive(tuner, cost, steps, rows=8, decode_only=True):

@@ -1,6 +1,6 @@
 """How a hand-managed KV cache is handed to an HF decoder's forward.
 
-The engine (`rollout.hf_engine.SlotCache`) and the learner's shared-prompt forward pass their own cache objects,
+The engine (`rollout.kv_cache.SlotCache`) and the learner's shared-prompt forward pass their own cache objects,
 which duck-type the one method HF attention layers call: `cache.update(key, value, layer_idx) -> (keys, values)`.
 transformers 5.2x renamed the forward keyword from `past_key_values` to `cache` (the old name still works but warns
 on every call, once per forward); older releases know only `past_key_values`. `cache_kwarg` reads the model's own
