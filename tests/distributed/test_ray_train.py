@@ -30,7 +30,8 @@ def _cfg(small_train_cfg, model_dir: Path | str) -> Config:
     """The shared tiny-run config on the toy base (it earns reward, so reward/accuracy_with_code and friends are
     non-trivial), with 2 rollout workers, 2 learners and 2 minibatches (so ranks split work)."""
     cfg = small_train_cfg(model_dir)
-    cfg.rollout.template, cfg.rollout.max_total_tokens, cfg.rollout.n_samples = "toy", 96, 4
+    r = cfg.rollout
+    r.template, r.max_new_tokens_per_turn, r.max_total_tokens, r.max_tool_output_tokens, r.n_samples = "toy", 40, 96, 32, 4
     cfg.data.train = cfg.data.eval = "toy:train"
     cfg.data.eval_limit = 4
     t = cfg.train
@@ -91,7 +92,8 @@ def test_ray_async_runs_one_version_stale(tiny_model_dir, tmp_path, small_train_
     """~45 s: async mode with max_staleness 1 trains on trajectories one policy version old after step 1."""
     pytest.importorskip("ray")
     cfg = _cfg(small_train_cfg, tiny_model_dir)
-    cfg.rollout.template, cfg.rollout.max_total_tokens = "zerotir", 20
+    r = cfg.rollout
+    r.template, r.max_new_tokens_per_turn, r.max_total_tokens, r.max_tool_output_tokens = "zerotir", 12, 20, 16
     cfg.train.async_rollout, cfg.train.max_staleness = True, 1
     cfg.train.eval_at_start = False
     rows = read_metrics(ray_train(cfg, run_dir=str(tmp_path / "async")) / "metrics.jsonl")
