@@ -65,6 +65,23 @@ def ar1(rng: np.random.Generator, n: int, sd: float, rho: float = 0.7) -> np.nda
     return e
 
 
+def sigmoid_runs(truth: dict[str, float], rng: np.random.Generator, n_runs: int = 6, sd: float = 0.015,
+                 npts: int = 40, span: float = 8.0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeds of one config as (compute [npts+1], value) arrays: AR(1) noise along each run (correlated residuals), a
+    per-seed ceiling offset (sd/2) and compute jitter (2%); point 0 is the base eval at compute 0."""
+    from zerotir.analysis.sigmoid import predict
+
+    out = []
+    for _ in range(n_runs):
+        p = dict(truth)
+        p["A"] += rng.normal(0, sd / 2)
+        c = np.linspace(0, span * truth["C_mid"], npts + 1) * (1 + 0.02 * rng.normal())
+        y = predict(p, c) + ar1(rng, len(c), sd)
+        y[0] = truth["R0"] + rng.normal(0, sd / 3)
+        out.append((c, y))
+    return out
+
+
 def write_study_run(path: Path, seed: int, n_params: float, steps: int = 60, eval_every: int = 3,
                     sd: float = 0.015, model_path: str | None = None, max_tool_calls: int = 2,
                     truth: dict[str, float] | None = None) -> Path:

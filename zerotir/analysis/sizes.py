@@ -13,7 +13,8 @@ N0 (the pivot) is the power of ten nearest the sizes' geometric mean: k and c ar
 size inside the data, nearly uncorrelated with the exponents (with N0 = 1 they trade off along a ridge).
 
 CIs: bootstrap draw i of every size comes from an independent resample of that size's seeds, so refitting the
-cross-size laws to draw i of each size gives draw i of the cross-size parameters; percentiles over the draws.
+cross-size laws to draw i of each size gives draw i of the cross-size parameters; percentiles over the draws,
+stretched for few seeds as in `sigmoid.widening`.
 """
 
 from __future__ import annotations
@@ -45,10 +46,20 @@ class SizeFit:
     formula: str = ""
     draws: list[dict[str, float]] = field(default_factory=list, repr=False)
     a_bounds: tuple[float, float] = (-math.inf, math.inf)
+    widen: float = 1.0
+    """Small-sample stretch of the intervals (`sigmoid.widening` of the fewest seeds of a size)."""
     note: str = ""
 
     def to_dict(self) -> dict:
         return _clean({k: v for k, v in self.__dict__.items() if k not in ("draws", "a_bounds")})
+
+
+def _stretch(est: float, lo: float, hi: float, widen: float, log: bool) -> list[float]:
+    """[lo, hi] stretched by `widen` away from est (in log space when log and all are positive)."""
+    if log and min(est, lo, hi) > 0:
+        e = math.log(est)
+        return [math.exp(e - widen * max(e - math.log(lo), 0)), math.exp(e + widen * max(math.log(hi) - e, 0))]
+    return [est - widen * max(est - lo, 0.0), est + widen * max(hi - est, 0.0)]
 
 
 def fit_cross(ns, params: list[dict[str, float]], n0: float | None = None) -> tuple[str, dict[str, float]] | None:
@@ -116,6 +127,7 @@ def fit_sizes(ns, fits: list[sg.SigmoidFit], a_bounds=(-math.inf, math.inf), lev
     if out.a_law == "loglinear":
         notes.append(f"only {len(pairs)} sizes: A(N) = a + b·ln N (A_inf − k·N^−alpha needs ≥ 4)")
     draws = [np.asarray(f.draws, dtype=float) for _, f in pairs]
+    out.widen = sg.widening(min(f.n_runs for _, f in pairs)) if all(f.n_runs >= 2 for _, f in pairs) else 1.0
     n_boot = min((len(d) for d in draws), default=0)
     if n_boot and all(d.ndim == 2 for d in draws):
         names = [k for k in CROSS_PARAMS if k in out.params and k != "N0"]
@@ -130,7 +142,8 @@ def fit_sizes(ns, fits: list[sg.SigmoidFit], a_bounds=(-math.inf, math.inf), lev
             arr = np.array([[r[k] for k in names] for r in rows])
             q = (1 - level) / 2
             lo, hi = np.quantile(arr, q, axis=0), np.quantile(arr, 1 - q, axis=0)
-            out.ci = {k: [float(lo[j]), float(hi[j])] for j, k in enumerate(names)}
+            out.ci = {k: _stretch(out.params[k], float(lo[j]), float(hi[j]), out.widen, k in ("c", "B"))
+                      for j, k in enumerate(names)}
         else:
             notes.append(f"bootstrap: only {len(rows)}/{n_boot} draws fitted; no CI")
     if any("single run" in f.ci_method for _, f in pairs):
@@ -148,7 +161,11 @@ def predict_size(sf: SizeFit, n: float, c_grid, level: float = 0.95) -> dict:
         arr = np.array([[law_at(sf.a_law, d, n, sf.a_bounds)[k] for k in sg.PARAMS] for d in sf.draws])
         q = (1 - level) / 2
         lo, hi = np.quantile(arr, q, axis=0), np.quantile(arr, 1 - q, axis=0)
-        out["ci"] = {k: [float(lo[j]), float(hi[j])] for j, k in enumerate(sg.PARAMS)}
+        out["ci"] = {k: _stretch(p[k], float(lo[j]), float(hi[j]), sf.widen, k in sg.LOG_PARAMS)
+                     for j, k in enumerate(sg.PARAMS)}
         curves = np.array([sg.predict(dict(zip(sg.PARAMS, row)), c_grid) for row in arr])
-        out["R_lo"], out["R_hi"] = np.quantile(curves, q, axis=0).tolist(), np.quantile(curves, 1 - q, axis=0).tolist()
+        r = np.asarray(out["R"])
+        clo, chi = np.quantile(curves, q, axis=0), np.quantile(curves, 1 - q, axis=0)
+        out["R_lo"] = (r - sf.widen * np.maximum(r - clo, 0)).tolist()
+        out["R_hi"] = (r + sf.widen * np.maximum(chi - r, 0)).tolist()
     return _clean(out)
