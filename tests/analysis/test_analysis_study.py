@@ -1,6 +1,7 @@
 import json
 import re
 
+import pytest
 from analysis_synth import write_study_run
 from typer.testing import CliRunner
 
@@ -15,6 +16,7 @@ def _cell(study, n, seed, **kw):
     return write_study_run(study / "runs" / f"n{int(n)}-s{seed}", seed, n, steps=30, eval_every=3, **kw)
 
 
+@pytest.mark.integration
 def test_preregister_then_score_after_the_held_out_runs(tmp_path):
     study = tmp_path / "study"
     for n in SIZES:
@@ -46,7 +48,7 @@ def test_preregister_then_score_after_the_held_out_runs(tmp_path):
 
     for s in (0, 1):  # the held-out runs happen after the registration
         _cell(study, BIG, s)
-    report = analyze_study(study, n_boot=20)
+    report = analyze_study(study, n_boot=10)
     assert report == study / "report.md"
     res = json.loads((study / "fits.json").read_text())
     sig = res["sigmoid"]
