@@ -47,3 +47,5 @@ def study_command(
                   preregister=preregister, analysis=analysis, say=lambda m: typer.echo(m))
     except (SpecError, StudyError, ValueError) as e:
         fail(str(e), code=1 if isinstance(e, StudyError) else 2)
+    except KeyboardInterrupt:  # the running cells were stopped; their checkpoints stay
+        fail(f"interrupted; re-run the same command to continue {study_dir}", code=130)
