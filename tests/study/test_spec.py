@@ -108,3 +108,18 @@ def test_shipped_specs_parse():
     assert [c.name for c in tiny.cells] == ["size=toy-0.2m,seed=0", "size=toy-0.2m,seed=1", "size=toy,seed=0",
                                             "size=toy,seed=1"]
     assert all(tiny.resolve(c).train.steps == 2 for c in tiny.cells)
+
+
+def test_cli_fails_before_running_and_dry_run_lists_cells(tmp_path):
+    from typer.testing import CliRunner
+
+    from zerotir.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "b", "grid": {"train.seed": [0], "algo.nmae": ["grpo"]}}))
+    r = CliRunner().invoke(app, ["study", str(bad), "--out", str(tmp_path / "study")])
+    assert r.exit_code == 2 and "unknown config key 'algo.nmae'" in r.output
+    assert not (tmp_path / "study").exists()  # nothing was created, let alone run
+    r = CliRunner().invoke(app, ["study", str(BUILTIN_CONFIGS / "studies" / "tiny.yaml"), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "size=toy,seed=1: model.path=toy train.seed=1  (held out)" in r.output and "4 cells" in r.output

@@ -13,7 +13,8 @@ def study_command(
     spec: str = typer.Argument(..., help="Study spec (YAML), e.g. configs/studies/toy-scaling.yaml."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Study dir (default: studies/<name>). Re-running "
                                                                  "on it continues the study."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Cells run at once; each gets cpu_count // jobs threads."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Cells run at once (Ray: tasks in flight); each gets cpu_count // jobs "
+                                                     "threads unless --cpus-per-run."),
     backend: str = typer.Option("local", "--backend", help="local (subprocesses here) or ray (one task per cell)."),
     address: str = typer.Option("", "--address", help="Ray cluster address ('' starts a local Ray)."),
     cpus_per_run: int = typer.Option(0, "--cpus-per-run", help="CPU threads per cell (and Ray num_cpus); "
