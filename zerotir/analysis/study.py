@@ -131,10 +131,11 @@ def preregister(study_dir, held_out_runs: list[str], metrics=SIGMOID_METRICS, x:
             if sf.ok:
                 e.update(a_law=sf.a_law, params=sf.params, ci=sf.ci, formula=sf.formula, draws=sf.draws,
                          a_bounds=list(sf.a_bounds), N=n_big, N_source=n_src)
-                c_max = max(float(c.max()) for g in fam.groups[-1:] for c, _ in g.runs_xy[m])
+                top_g = [g for g in fam.groups if m in g.runs_xy][-1]
+                c_max = max(float(c.max()) for c, _ in top_g.runs_xy[m])
                 if n_big:
                     # The held-out size's compute range is unknown yet: scale the largest fitted size's by N.
-                    top = c_max * n_big / fam.groups[-1].n_params
+                    top = c_max * n_big / top_g.n_params
                     grid = np.concatenate([[0.0], np.geomspace(top / 100, top, 25)])
                     e["predicted"] = sizes.predict_size(sf, n_big, grid)
                 else:
