@@ -28,6 +28,23 @@ def test_formula_hand_computed():
     assert sg.sigmoid(np.array([5.0]), 1.0, 0.0, 5.0, 3.0)[0] == pytest.approx(0.5)
 
 
+def test_vectorised_grid_matches_the_direct_solve():
+    """The grid's closed-form A (and R0) per point equals a direct least-squares solve at that point."""
+    rng = np.random.default_rng(0)
+    c = np.geomspace(1e10, 1e13, 25)
+    y = sg.predict(TRUE, c) + rng.normal(0, 0.02, 25)
+    lcs, lbs = np.log([1e11, 3e12, 1e13]), np.log([0.5, 1.5, 4.0])
+    for r0 in (0.05, None):
+        grid = sg._grid_rss(c, y, r0, lcs, lbs, (-np.inf, np.inf))
+        for i in range(3):
+            _, _, rss = sg._solve(c, y, r0, np.exp(lcs[i]), np.exp(lbs[i]), (-np.inf, np.inf))
+            assert grid[i] == pytest.approx(rss, rel=1e-9)
+    # A by hand: the least-squares coefficient of y − R0 on the shape s
+    s = 1 / (1 + (3e12 / c) ** 1.5)
+    a = 0.05 + (s @ (y - 0.05)) / (s @ s)
+    assert sg._solve(c, y, 0.05, 3e12, 1.5, (-np.inf, np.inf))[1] == pytest.approx(a)
+
+
 @pytest.mark.parametrize("r0", [0.05, None])
 def test_noiseless_fit_is_exact(r0):
     c = np.linspace(1e11, 2e13, 30)

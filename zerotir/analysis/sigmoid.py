@@ -59,7 +59,8 @@ class SigmoidFit:
     params: dict[str, float] = field(default_factory=dict)
     ci: dict[str, list[float]] = field(default_factory=dict)
     ci_method: str = ""
-    """'seed bootstrap (k runs)' or 'residual bootstrap (single run: assumes independent residuals, optimistic)'."""
+    """'seed bootstrap (k runs resampled whole; widened ×f)' or 'residual bootstrap (single run: assumes independent
+    residuals, optimistic)'; empty without a bootstrap."""
     r0_source: str = ""
     """'step-0 eval (k runs)' or 'fitted (no step-0 row)'."""
     n: int = 0
