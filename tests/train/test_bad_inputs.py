@@ -76,3 +76,15 @@ def test_backend_ray_hands_resume_and_run_dir_to_the_loop_with_the_ray_backend(t
     res = CliRunner().invoke(app, ["train", "--backend", "ray", "--resume", str(tmp_path / "old")])
     assert res.exit_code == 0, res.output
     assert calls[-1][2:] == (None, str(tmp_path / "old"))
+
+
+def test_sandbox_that_cannot_start_fails_in_one_line_before_any_model_loads_and_leaves_no_run_dir(tmp_path):
+    """A bad sandbox.isolation value: exit code 2, one line naming it, and no run dir (so --run-dir can be reused)."""
+    from zerotir.cli import app
+
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", "--run-dir", str(run), "--set", "sandbox.isolation=bogus",
+                                   "--set", "train.steps=1"])
+    assert res.exit_code == 2, res.output
+    assert "error:" in res.output and "bogus" in res.output and "Traceback" not in res.output
+    assert not run.exists()

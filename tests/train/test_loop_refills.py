@@ -22,7 +22,8 @@ def _traj(group: int, sample: int, correct: bool, version: int) -> Trajectory:
 
 
 class ScriptedBackend:
-    """Rollout call k (in launch order) gets the k-th script entry: how many of the group's samples are correct."""
+    """Rollout call k (in launch order) gets the k-th script entry: how many of each group's samples are correct
+    (an int for every problem of the call, or a list with one int per problem)."""
 
     shape = ModelShape(params=1000, layers=1, attn_dim=4)
 
@@ -33,8 +34,10 @@ class ScriptedBackend:
         n = self.cfg.rollout.n_samples
         k = len(self.calls)
         self.calls.append((step, len(problems), group_offset, seed))
-        right = self.script[k] if k < len(self.script) else 0
-        trajs = tuple(_traj(group_offset + i, s, s < right, step - 1) for i in range(len(problems)) for s in range(n))
+        entry = self.script[k] if k < len(self.script) else 0
+        right = entry if isinstance(entry, list) else [entry] * len(problems)   # per problem, or the same for all
+        trajs = tuple(_traj(group_offset + i, s, s < right[i], step - 1) for i in range(len(problems))
+                      for s in range(n))
         return Done(RolloutResult(trajs, rollout_seconds=1.0, verify_timeouts=k + 1, step=step))
 
     def update(self, kept, step):
@@ -95,3 +98,22 @@ def test_refill_metrics_cover_every_batch_and_a_step_without_update_logs_no_loss
     assert s1["compute/tokens"] == 8 * 3 + 10 and s2["compute/tokens"] == s1["compute/tokens"] + 16 * 3
     assert 0 < s1["compute/seconds"] <= s2["compute/seconds"]
     assert backend.saved[-1][0] == 2 and backend.saved[-1][1]["compute"]["flops"] == s2["compute/flops"]
+
+
+def test_refills_draw_what_is_missing_until_full(small_train_cfg, tiny_model_dir, tmp_path):
+    """prompts_per_step 4, G 2. The first batch keeps 2 groups; refill 1 asks for 2 prompts (one mixed, one uniform:
+    dropped), refill 2 for 1 (mixed): 4 groups, stop. Group offsets and seeds follow (step, refill)."""
+    cfg = small_train_cfg(tiny_model_dir, steps=1)
+    cfg.rollout.n_samples = 2
+    cfg.data.shuffle = False
+    cfg.train.prompts_per_step, cfg.train.seed, cfg.train.eval_at_start = 4, 7, False
+    cfg.algo.dynamic_sampling = True
+    backend = ScriptedBackend(cfg, [[1, 2, 1, 0], [1, 0], [1]])
+    rows = read_metrics(train(cfg, run_dir=str(tmp_path / "run"), backend_factory=lambda c: backend)
+                        / "metrics.jsonl")
+    base = 7 * 1_000_003 + 101
+    assert [(c[1], c[2], c[3]) for c in backend.calls] == [(4, 0, base), (2, 4, base + 1), (1, 8, base + 2)]
+    (row,) = rows
+    assert row["filter/kept"] == 8.0 and row["filter/dropped_uniform_groups"] == 3.0
+    assert row["rollout/num_trajectories"] == 14.0 and row["perf/rollout_seconds"] == 3.0
+    assert row["reward/accuracy"] == 6 / 14           # (1+2+1+0) + (1+0) + 1 right of 14

@@ -68,10 +68,15 @@ class LocalBackend:
         from zerotir.train.learner import Learner
 
         self.cfg = cfg
-        self.sandbox = make_sandbox(cfg.sandbox).__enter__()
-        self.scorer = RewardScorer(cfg.reward).__enter__()
-        self.learner = Learner(cfg)
-        self.engine = make_engine(cfg, device=str(self.learner.device))
+        self.sandbox = make_sandbox(cfg.sandbox).__enter__()         # before any model loads: fails fast
+        self.scorer = None
+        try:
+            self.scorer = RewardScorer(cfg.reward).__enter__()
+            self.learner = Learner(cfg)
+            self.engine = make_engine(cfg, device=str(self.learner.device))
+        except BaseException:
+            self.close()
+            raise
         self.shape = shape_of(self.learner.policy)
 
     def launch(self, step: int, problems: Sequence[Problem], group_offset: int, seed: int) -> Done:
@@ -107,6 +112,8 @@ class LocalBackend:
 
     def close(self) -> None:
         for res in (self.scorer, self.sandbox):
+            if res is None:
+                continue
             try:
                 res.__exit__(None, None, None)
             except Exception:  # noqa: BLE001 - best-effort shutdown; the run's results are already written

@@ -57,10 +57,11 @@ def train_command(
         return
     from zerotir.data import DataError
     from zerotir.models import ModelError
+    from zerotir.sandbox import SandboxUnavailable
 
     try:
         out = train(cfg, resume=resume_arg, run_dir=run_dir, backend_factory=backend_factory)
-    except (DataError, ModelError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (DataError, ModelError, SandboxUnavailable, FileNotFoundError, FileExistsError, ValueError) as e:
         fail(str(e))
         return
     typer.echo(f"run dir: {out}")

@@ -61,8 +61,9 @@ def validate_inputs(cfg: Config):
     return train_set, eval_set
 
 
-def resolve_run_dir(cfg: Config, resume: str | bool, run_dir: str | None) -> tuple[Path, Path | None]:
-    """(run directory, checkpoint to resume from or None)."""
+def resolve_run_dir(cfg: Config, resume: str | bool, run_dir: str | None) -> tuple[Path | None, Path | None]:
+    """(run directory, checkpoint to resume from or None). Checks only: nothing is created here, so a run that fails
+    to start leaves no debris; a fresh run's directory is None (made by `create_run_dir` once the backend is up)."""
     from zerotir.train.checkpoint import CKPT_SUBDIR, latest_checkpoint
 
     if resume:
@@ -83,10 +84,17 @@ def resolve_run_dir(cfg: Config, resume: str | bool, run_dir: str | None) -> tup
         p = Path(run_dir)
         if p.exists() and any(p.iterdir()):
             raise FileExistsError(f"run directory {p} is not empty (use --resume to continue it)")
+    return None, None
+
+
+def create_run_dir(cfg: Config, run_dir: str | None) -> Path:
+    """A fresh run directory (`run_dir`, or train.run_dir's template) holding the resolved config."""
+    if run_dir:
+        p = Path(run_dir)
         p.mkdir(parents=True, exist_ok=True)
         save_config(cfg, p / "config.yaml")
-        return p, None
-    return make_run_dir(cfg.train.run_dir, cfg.train.name, cfg), None
+        return p
+    return make_run_dir(cfg.train.run_dir, cfg.train.name, cfg)
 
 
 class StepPrompts:
@@ -118,11 +126,12 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
     backend_factory: where the phases run (default `LocalBackend`; `zerotir.distributed.ray_backend()` for Ray)."""
     setup_logging(cfg.logging.level)
     train_set, eval_set = validate_inputs(cfg)                       # bad inputs fail here, before any work
-    run, ckpt = resolve_run_dir(cfg, resume, run_dir)
+    run, ckpt = resolve_run_dir(cfg, resume, run_dir)               # checks only; nothing is written yet
     seed_everything(cfg.train.seed)
     t, a = cfg.train, cfg.algo
-    backend = (backend_factory or LocalBackend)(cfg)
+    backend = (backend_factory or LocalBackend)(cfg)                 # sandbox first: a missing layer fails here
     try:
+        run = run or create_run_dir(cfg, run_dir)
         sampler = PromptSampler(train_set, seed=t.seed, shuffle=cfg.data.shuffle)
         start, totals = 0, ComputeTotals()
         if ckpt is not None:
