@@ -82,9 +82,9 @@ def law_blocks(res: LawResult, plots: Path, out: Path) -> list[tuple]:
     for fi, fam in enumerate(res.families):
         blocks.append(("h", 3, f"Across sizes: {fam.label}"))
         ns = ", ".join(fmt(g.n_params) for g in fam.groups)
-        blocks.append(("p", f"Sizes N = {ns}. A(N) = A_inf − k·N^−alpha (a + b·ln N below 4 sizes), C_mid(N) = "
-                            "c·N^gamma, R0(N) = r + s·ln N, B = geometric mean; CIs from the sizes' seed-bootstrap "
-                            "draws, refitted draw by draw."))
+        blocks.append(("p", f"Sizes N = {ns}. A(N) = A_inf − k·(N/N0)^−alpha (a + b·ln(N/N0) below 4 sizes), "
+                            "C_mid(N) = c·(N/N0)^gamma, R0(N) = r + s·ln(N/N0), B = geometric mean of the sizes' B; "
+                            "CIs from the sizes' seed-bootstrap draws, refitted draw by draw."))
         rows = []
         for m, sf in fam.cross.items():
             if not sf.ok:

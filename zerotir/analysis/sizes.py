@@ -102,11 +102,16 @@ def law_at(law: str, p: dict[str, float], n: float, a_bounds=(-math.inf, math.in
 def formula(law: str, p: dict[str, float]) -> str:
     """The law as one formula in N and C, with the fitted numbers."""
     u = f"(N/{p['N0']:.0e})"
-    a = (f"{p['A_inf']:.3g} − {p['k']:.3g}·{u}^(−{p['alpha']:.3g})" if law == "saturating"
-         else f"{p['a']:.3g} + {p['b']:.3g}·ln{u}")
-    r0 = f"{p['r']:.3g} + {p['s']:.3g}·ln{u}" if p["s"] else f"{p['r']:.3g}"
+    a = (f"{p['A_inf']:.3g} {_signed(-p['k'])}·{u}^(−{p['alpha']:.3g})" if law == "saturating"
+         else f"{p['a']:.3g} {_signed(p['b'])}·ln{u}")
+    r0 = f"{p['r']:.3g} {_signed(p['s'])}·ln{u}" if p["s"] else f"{p['r']:.3g}"
     return (f"R(N, C) = R0 + (A − R0) / (1 + (C_mid/C)^{p['B']:.3g}) with A = {a}, "
             f"C_mid = {p['c']:.3g}·{u}^{p['gamma']:.3g}, R0 = {r0}")
+
+
+def _signed(v: float) -> str:
+    """'+ 0.5' or '− 0.5' (a term of a formula)."""
+    return f"{'−' if v < 0 else '+'} {abs(v):.3g}"
 
 
 def fit_sizes(ns, fits: list[sg.SigmoidFit], a_bounds=(-math.inf, math.inf), level: float = 0.95) -> SizeFit:
