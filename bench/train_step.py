@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zerotir.config import Config  # noqa: E402
-from zerotir.types import Problem, Trajectory, collate  # noqa: E402
+from zerotir.types import Problem, Trajectory  # noqa: E402
 
 
 def make_cfg(model_dir: Path, a) -> Config:
@@ -74,17 +74,15 @@ class Ours:
         self.version = 0
 
     def step(self, probs: list[Problem], seed: int) -> tuple[float, int, list[Trajectory]]:
-        from zerotir.algos.advantages import compute_advantages
         from zerotir.rollout.tir import rollout
+        from zerotir.train.update import update_phase
 
         t0, c0 = time.perf_counter(), time.process_time()
         trajs = rollout(probs, self.engine, self.sandbox, self.cfg.rollout, n_samples=self.cfg.rollout.n_samples,
                         max_tool_calls=0, policy_version=self.version, group_offset=0, seed=seed)
         self.scorer.score(trajs, self.cfg.rollout.max_total_tokens)
         self.gen_seconds, self.gen_cpu = time.perf_counter() - t0, time.process_time() - c0
-        batch = collate(trajs, self.learner.pad_id)
-        compute_advantages(batch, self.cfg.algo)
-        self.learner.update(batch)
+        update_phase(self.learner, trajs, self.cfg, step=self.version + 1)   # THE update phase: one optimizer step
         self.version += 1
         self.engine.update_weights(self.learner.policy_state_dict(), self.version)
         self.cpu = time.process_time() - c0

@@ -92,3 +92,15 @@ def test_combine_stats_hand_computed():
                 "optim/grad_norm": 3.0}
     out = combine_stats([a, nan_rank], shares=[1.0, 0.0], token_shares=[1.0, 0.0])
     assert out["loss/policy"] == 1.0 and out["loss/is_ratio_max"] == 1.5
+
+
+def test_combine_stats_pools_the_advantage_std_exactly():
+    """Rank 0 holds advantages [1, 2, 3], rank 1 holds [10]: the pooled std is that of all four values (torch's
+    unbiased std), not a share-weighted mean of the ranks' stds."""
+    f64 = torch.float64
+    x0, x1, both = (torch.tensor(v, dtype=f64) for v in ([1.0, 2.0, 3.0], [10.0], [1.0, 2.0, 3.0, 10.0]))
+    r0 = {"loss/advantage_mean": float(x0.mean()), "loss/advantage_std": float(x0.std())}
+    r1 = {"loss/advantage_mean": float(x1.mean()), "loss/advantage_std": 0.0}   # what update() reports for 1 value
+    out = combine_stats([r0, r1], shares=[0.75, 0.25], token_shares=[0.75, 0.25], total_tokens=4)
+    assert out["loss/advantage_mean"] == pytest.approx(float(both.mean()))
+    assert out["loss/advantage_std"] == pytest.approx(float(both.std()), rel=1e-12)

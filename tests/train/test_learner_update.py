@@ -105,17 +105,32 @@ def test_gae_critic_values_and_update(tiny_model_dir, tiny_batch):
     assert any(not torch.equal(p, before[n]) for n, p in learner.critic.named_parameters())
 
 
-def test_grad_sync_hook_sees_gradients_before_clipping(tiny_model_dir, tiny_batch):
-    _, batch = tiny_batch
-    cfg = tiny_cfg(tiny_model_dir, optim__grad_clip=1e-3)
-    learner = Learner(cfg)
-    seen = []
+class DoublingShare:
+    """A data-parallel collaborator whose 'all-reduce' doubles the gradients (and whose share is the whole batch):
+    the update must clip and report what the sync leaves, and return what `combine` makes of its stats."""
 
-    def sync(params):  # a data-parallel all-reduce would go here; doubling shows the update uses what it leaves
-        seen.append(float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))))
+    def __init__(self):
+        self.seen, self.shards = [], 0
+
+    def shard(self, minibatch):
+        self.shards += 1
+        return minibatch
+
+    def __call__(self, params):
+        self.seen.append(float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))))
         for p in params:
             if p.grad is not None:
                 p.grad.mul_(2.0)
 
-    stats = learner.update(batch, grad_sync=sync)
-    assert len(seen) == 1 and stats["optim/grad_norm"] == pytest.approx(2 * seen[0], rel=1e-5)
+    def combine(self, stats):
+        return {**stats, "combined": 1.0}
+
+
+def test_data_parallel_collaborator_shards_syncs_before_clipping_and_combines(tiny_model_dir, tiny_batch):
+    _, batch = tiny_batch
+    cfg = tiny_cfg(tiny_model_dir, optim__grad_clip=1e-3)
+    dp = DoublingShare()
+    learner = Learner(cfg, data_parallel=dp)
+    stats = learner.update(batch)
+    assert dp.shards == 1 and stats["combined"] == 1.0
+    assert len(dp.seen) == 1 and stats["optim/grad_norm"] == pytest.approx(2 * dp.seen[0], rel=1e-5)

@@ -78,7 +78,8 @@ def _phase(cfg, trajs, learner, calls):
         return orig(b)
 
     learner.logprobs = logprobs
-    update_phase(learner, trajs, cfg, step=1, update=lambda mb: seen.append(mb) or {})
+    learner.update = lambda mb: seen.append(mb) or {}    # record the minibatches instead of stepping
+    update_phase(learner, trajs, cfg, step=1)
     return seen
 
 

@@ -108,7 +108,7 @@ class LearnerWorker:
         import torch
         import torch.distributed as dist
 
-        from zerotir.distributed.dp import broadcast_params
+        from zerotir.distributed.dp import RankShare, broadcast_params
         from zerotir.train.learner import Learner
         from zerotir.train.phases import seed_everything
 
@@ -118,35 +118,21 @@ class LearnerWorker:
         dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}", rank=self.rank,
                                 world_size=self.world)
         seed_everything(self.cfg.train.seed)
-        self.learner = Learner(self.cfg)
+        self.learner = Learner(self.cfg, data_parallel=RankShare(self.rank, self.world, self.cfg.algo.loss_agg))
         broadcast_params(self.learner.policy)
         if self.learner.critic is not None:
             broadcast_params(self.learner.critic)
         return self.rank
 
     def update(self, kept: list[Trajectory], step: int) -> UpdateResult:
-        """The update phase (`zerotir.train.update.update_phase`) with each optimizer step run on this rank's share
-        of the minibatch, gradients all-reduced through `Learner.update`'s grad_sync hook; the record holds one
-        combined stats dict per optimizer step."""
-        import torch.distributed as dist
-
-        from zerotir.distributed.dp import allreduce_grads, combine_stats, rank_batch, rank_rows, share
-        from zerotir.train.update import update_phase
-
-        learner, agg = self.learner, self.cfg.algo.loss_agg
-
-        def synced_update(mb) -> dict[str, float]:
-            rows = rank_rows(range(mb.size), self.rank, self.world)
-            w, wt = share(mb, rows, agg), share(mb, rows, "token_mean")
-            st = learner.update(rank_batch(mb, rows), grad_sync=lambda params: allreduce_grads(params, w))
-            gathered: list[Any] = [None] * self.world
-            dist.all_gather_object(gathered, (st, w, wt))
-            return combine_stats([g[0] for g in gathered], [g[1] for g in gathered], [g[2] for g in gathered])
-
+        """THE update phase (`zerotir.train.update.update_phase`); the learner was built with this rank's
+        `RankShare`, so each optimizer step trains on this rank's share with gradients all-reduced."""
         from zerotir.train.backend import update_result
         from zerotir.train.compute import shape_of
+        from zerotir.train.update import update_phase
 
-        stats = update_phase(learner, kept, self.cfg, step, update=synced_update)
+        learner = self.learner
+        stats = update_phase(learner, kept, self.cfg, step)
         return update_result(stats, kept, self.cfg, shape_of(learner.policy), use_kl=learner.use_kl,
                              critic=learner.critic is not None)
 

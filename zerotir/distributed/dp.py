@@ -8,8 +8,10 @@ ranks gives the gradient of the mean over the whole minibatch — the single-pro
     sum_r (n_r / N) * grad(mean over rank r's rows) = grad(sum over all rows) / N
 
 The all-reduce must happen after the last micro-batch's backward and BEFORE gradient clipping (so the clip and the
-reported norm use the global gradient): the learner actor passes `lambda ps: allreduce_grads(ps, share_r)` as
-`Learner.update(..., grad_sync=...)`, which calls it exactly there (policy, then critic).
+reported norm use the global gradient). `RankShare` is this rank's part, given to the learner when it is built
+(`Learner(cfg, data_parallel=RankShare(rank, world, loss_agg))`): `Learner.update(minibatch)` trains on
+`shard(minibatch)`, calls the share as its gradient sync exactly there (policy, then critic), and returns
+`combine(stats)`, the single-process stats. Nothing is passed at call time.
 
 A rank whose share of a minibatch is empty trains on one real row with its loss mask zeroed and share 0, so every
 rank runs the same collectives and the same optimizer step (ranks stay bit-identical).
@@ -84,10 +86,37 @@ _MAX_KEYS = ("loss/is_ratio_max",)
 _SAME_KEYS = ("optim/grad_norm", "optim/lr")
 
 
+class RankShare:
+    """One rank's part in data-parallel updates (the `train.learner.DataParallel` protocol)."""
+
+    def __init__(self, rank: int, world: int, loss_agg: str):
+        self.rank, self.world, self.loss_agg = rank, world, loss_agg
+        self.weight = self.token_weight = 0.0
+
+    def shard(self, minibatch: TrainBatch) -> TrainBatch:
+        """This rank's rows of the minibatch; remembers their share for the gradient sync and the stats."""
+        rows = rank_rows(range(minibatch.size), self.rank, self.world)
+        self.weight = share(minibatch, rows, self.loss_agg)
+        self.token_weight = share(minibatch, rows, "token_mean")
+        self.total_tokens = float(minibatch.loss_mask.sum())
+        return rank_batch(minibatch, rows)
+
+    def __call__(self, params: list[torch.nn.Parameter]) -> None:
+        allreduce_grads(params, self.weight)
+
+    def combine(self, stats: dict[str, float]) -> dict[str, float]:
+        gathered: list = [None] * self.world
+        dist.all_gather_object(gathered, (stats, self.weight, self.token_weight))
+        return combine_stats([g[0] for g in gathered], [g[1] for g in gathered], [g[2] for g in gathered],
+                             total_tokens=self.total_tokens)
+
+
 def combine_stats(per_rank: Sequence[dict[str, float]], shares: Sequence[float],
-                  token_shares: Sequence[float]) -> dict[str, float]:
-    """One update's stats across ranks → the single-process equivalent (exact for means; the advantage std is the
-    share-weighted mean of per-rank stds, an approximation)."""
+                  token_shares: Sequence[float], total_tokens: float | None = None) -> dict[str, float]:
+    """One update's stats across ranks → the single-process equivalent. Means are exact (share-weighted); the
+    advantage std is pooled exactly from the ranks' means, stds and token counts n_r = token_share_r · total_tokens:
+    Σx² = Σ_r (n_r − 1)·s_r² + n_r·m_r², var = (Σx² − N·m²) / (N − 1) (torch's unbiased std). Without
+    total_tokens it falls back to the share-weighted mean of the stds (an approximation)."""
     out: dict[str, float] = {}
     per_token = ("loss/is_ratio_mean", "loss/clip_fraction", "loss/approx_kl_behaviour", "loss/advantage_mean",
                  "loss/advantage_std")
@@ -101,4 +130,10 @@ def combine_stats(per_rank: Sequence[dict[str, float]], shares: Sequence[float],
             w = token_shares if k in per_token else shares
             # a rank with share 0 trained on a masked dummy row: its stats are meaningless (maybe NaN), skip them
             out[k] = float(sum(v * s for v, s in zip(vals, w) if s > 0))
+    if total_tokens and "loss/advantage_std" in out and "loss/advantage_mean" in out:
+        n = [ts * total_tokens for ts in token_shares]
+        sq = sum((nr - 1) * r["loss/advantage_std"] ** 2 + nr * r["loss/advantage_mean"] ** 2
+                 for r, nr in zip(per_rank, n) if nr > 0)
+        mean = out["loss/advantage_mean"]
+        out["loss/advantage_std"] = float(max(sq - total_tokens * mean ** 2, 0.0) / max(total_tokens - 1, 1)) ** 0.5
     return out

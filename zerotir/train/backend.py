@@ -49,7 +49,7 @@ class Backend(Protocol):
 def update_result(stats: list[dict[str, float]], kept: Sequence[Trajectory], cfg: Config, shape: ModelShape, *,
                   use_kl: bool, critic: bool) -> UpdateResult:
     """The update phase's record: per-step stats and its compute (see zerotir.train.compute)."""
-    from zerotir.train.learner import off_policy
+    from zerotir.train.update import off_policy
 
     passes = int(use_kl) + int(critic) + int(off_policy(cfg))
     flops, tokens = update_flops(shape, kept, epochs=cfg.train.ppo_epochs,

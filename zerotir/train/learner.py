@@ -19,15 +19,16 @@ over the whole minibatch. With train.share_prompt_forward (default) a prompt's r
 `shared_prompt_logits` runs each distinct prompt once, its responses attending to its keys/values: the same
 log-probs and gradients as one row per response, for U·P + B·R instead of B·(P + R) tokens (U distinct prompts).
 
-Data parallelism: `grad_sync(params)` (given at construction, or per call) runs after the last backward and before
-clipping, on the policy's trainable parameters and then the critic's — where ranks all-reduce their gradients.
+Data parallelism is a collaborator given at construction (`data_parallel`, e.g. `distributed.dp.RankShare`):
+`update` trains on `shard(minibatch)`, calls the collaborator as the gradient sync after the last backward and
+before clipping (policy, then critic), and returns `combine(stats)`. Nothing is passed at call time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -38,10 +39,18 @@ from zerotir.train.build import accepts_logits_to_keep, make_critic, make_optimi
 from zerotir.train.logprobs import SamplingDistribution, token_logprobs
 from zerotir.train.micro import micro_batches, per_row, position_ids_from_mask, trim_batch
 from zerotir.train.shared_prefix import prompt_keys, shared_prompt_logits
-from zerotir.train.update import off_policy  # noqa: F401  (lives in train/update.py; re-exported for callers)
 from zerotir.types import TrainBatch
 
-GradSync = Callable[[list[torch.nn.Parameter]], None]
+
+
+class DataParallel(Protocol):
+    """A rank's part in data-parallel updates (implemented by `distributed.dp.RankShare`)."""
+
+    def shard(self, minibatch: TrainBatch) -> TrainBatch: ...
+
+    def __call__(self, params: list[torch.nn.Parameter]) -> None: ...     # all-reduce the gradients
+
+    def combine(self, stats: dict[str, float]) -> dict[str, float]: ...
 
 # metric name ← LossStats field; the first set is aggregated like the loss, the second are per-token means
 _LOSS_TERMS = (("loss/policy", "policy"), ("loss/entropy", "entropy"), ("loss/kl", "kl"), ("loss/value", "value"),
@@ -54,7 +63,7 @@ class Learner:
     """Policy (+ frozen reference when algo.kl_coef > 0, + critic for gae) and their optimizers."""
 
     def __init__(self, cfg: Config, total_updates: int | None = None, model: Any = None, tokenizer: Any = None,
-                 grad_sync: GradSync | None = None):
+                 data_parallel: DataParallel | None = None):
         from zerotir.models import load_model_and_tokenizer, pick_device
 
         self.cfg = cfg
@@ -78,7 +87,7 @@ class Learner:
         self.share_prompt = (cfg.train.share_prompt_forward and not cfg.model.gradient_checkpointing
                              and attn in ("sdpa", "eager"))
         self._mask_dtype = torch.bfloat16 if cfg.model.autocast_bf16 else next(model.parameters()).dtype
-        self.grad_sync = grad_sync
+        self.dp = data_parallel
         o = cfg.optim
         total = total_updates or max(1, cfg.train.steps * cfg.train.ppo_epochs * cfg.train.minibatches)
         self.optimizer, self.scheduler = make_optimizer([p for p in model.parameters() if p.requires_grad], o, o.lr,
@@ -158,12 +167,14 @@ class Learner:
                           values=v, old_values=None if v is None else mb.values,
                           returns=None if v is None else mb.returns)
 
-    def update(self, batch: TrainBatch, grad_sync: GradSync | None = None) -> dict[str, float]:
-        """One optimizer step on `batch` (advantages filled in), accumulated over micro-batches. Returns loss/* and
-        optim/* metrics. grad_sync overrides the one given at construction for this call."""
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """One optimizer step on `batch` (advantages filled in; data-parallel: this rank's share of it), accumulated
+        over micro-batches. Returns loss/* and optim/* metrics (data-parallel: combined over the ranks)."""
         a = self.cfg.algo
         if batch.advantages is None:
             raise ValueError("update: batch.advantages is None (run compute_advantages first)")
+        if self.dp is not None:
+            batch = self.dp.shard(batch)
         batch = trim_batch(batch.to(self.device))
         norm_tokens, norm_rows = float(batch.loss_mask.sum().clamp(min=1)), float(batch.size)
         mbs, _ = micro_batches(batch, self.cfg.train.micro_batch_tokens, self.share_prompt)
@@ -183,12 +194,13 @@ class Learner:
                 sums[k] += getattr(st, f) * weight
             ratio_max = max(ratio_max, st.is_ratio_max)
             adv_vals.append(mb.advantages[mb.loss_mask.bool()])
-        grad_norm, lr = self._step(grad_sync or self.grad_sync)
+        grad_norm, lr = self._step(self.dp)
         adv = torch.cat(adv_vals) if adv_vals else torch.zeros(1)
-        return {**sums, "optim/lr": lr, "loss/is_ratio_max": ratio_max, "loss/advantage_mean": float(adv.mean()),
-                "loss/advantage_std": float(adv.std()) if adv.numel() > 1 else 0.0, "optim/grad_norm": grad_norm}
+        stats = {**sums, "optim/lr": lr, "loss/is_ratio_max": ratio_max, "loss/advantage_mean": float(adv.mean()),
+                 "loss/advantage_std": float(adv.std()) if adv.numel() > 1 else 0.0, "optim/grad_norm": grad_norm}
+        return stats if self.dp is None else self.dp.combine(stats)
 
-    def _step(self, grad_sync: GradSync | None) -> tuple[float, float]:
+    def _step(self, grad_sync: DataParallel | None) -> tuple[float, float]:
         """Sync, clip and step the policy (then the critic). Returns (policy grad norm before clipping, its lr)."""
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         params = [p for p in self.policy.parameters() if p.requires_grad]

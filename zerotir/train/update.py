@@ -7,7 +7,7 @@ Each field of the batch is written once, before the first optimizer step (`prepa
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 from zerotir.config import Config
 from zerotir.train.stats import split_minibatches
@@ -39,18 +39,15 @@ def prepare_batch(learner, kept: Sequence[Trajectory], cfg: Config) -> TrainBatc
     return batch.replace(advantages=adv.advantages, returns=adv.returns, proximal_logprobs=proximal)
 
 
-def update_phase(learner, kept: Sequence[Trajectory], cfg: Config, step: int,
-                 update: Callable[[TrainBatch], dict[str, float]] | None = None) -> list[dict[str, float]]:
-    """`prepare_batch`, then ppo_epochs x minibatches optimizer steps. Returns one stats dict per step.
-
-    update(minibatch) -> stats defaults to `learner.update`; data-parallel ranks pass their synced update."""
+def update_phase(learner, kept: Sequence[Trajectory], cfg: Config, step: int) -> list[dict[str, float]]:
+    """`prepare_batch`, then ppo_epochs x minibatches optimizer steps (`learner.update`; a data-parallel learner
+    trains its rank's share of each). Returns one stats dict per step."""
     if not kept:
         return []
     t = cfg.train
     batch = prepare_batch(learner, kept, cfg)
-    update = update or learner.update
     stats = []
     for epoch in range(t.ppo_epochs):
         for idx in split_minibatches(batch.size, t.minibatches, (t.seed, step, epoch)):
-            stats.append(update(batch.select(idx)))
+            stats.append(learner.update(batch.select(idx)))
     return stats
