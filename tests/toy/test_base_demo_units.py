@@ -7,7 +7,7 @@ import pytest
 
 from zerotir.toy.base import BaseSpec, build_base, lr_at
 from zerotir.toy.corpus import CorpusSpec
-from zerotir.toy.demo import eval_rows, plot_curves, prepend_base_row, start_end, table_markdown
+from zerotir.toy.demo import eval_rows, plot_curves, start_end, table_markdown
 from zerotir.toy.check import in_target, signal_stats
 from zerotir.types import ToolCall, Trajectory
 
@@ -85,10 +85,3 @@ def test_start_end_table_and_plot(tmp_path):
     assert p.stat().st_size > 10_000
     with pytest.raises(ValueError, match="no held-out eval rows"):
         start_end([ROWS[1]])
-
-
-def test_prepend_base_row(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "reward/mean": 0.5}) + "\n")
-    prepend_base_row(tmp_path, {"eval/accuracy": 0.25})
-    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert lines == [{"step": 0, "policy_version": 0, "eval/accuracy": 0.25}, {"step": 1, "reward/mean": 0.5}]

@@ -75,6 +75,8 @@ def test_spec_hash_follows_every_field():
 
 
 def test_resolution_of_names_and_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZEROTIR_CACHE", str(tmp_path / "cache"))
+    assert cache.is_built(cache.ASSETS / "toy-base-0.2m")     # fail here rather than start a build below
     assert resolve_model_path("toy") == TOY_BASE_DIR == resolve_model_path("toy-0.8m")
     assert resolve_model_path("toy-0.2m") == cache.ASSETS / "toy-base-0.2m"
     assert resolve_model_path("runs/x/policy") == Path("runs/x/policy")

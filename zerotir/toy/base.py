@@ -21,9 +21,12 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from zerotir.toy.corpus import CorpusSpec, build_corpus, corpus_stats
+
+if TYPE_CHECKING:  # torch loads inside the functions: importing this module stays cheap
+    import torch
 
 
 @dataclass

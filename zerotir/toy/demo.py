@@ -5,10 +5,10 @@
     run_grid(demo_config(), "runs/toy-grid")            # train budgets x eval budgets (0, 1, 2, 4)
 
 Everything goes through the project's own parts: `zerotir.train.loop.train` (rollout, sandbox, reward, algos,
-learner, periodic eval) and `zerotir.eval.core.evaluate`. The demo adds an eval of the untouched base model before
-training, written as a step-0 row at the top of the run's metrics.jsonl (the loop's first eval is after step
-`eval_every`), so the report's "start" column is the model before any RL. The report (report.md, summary.json,
-plots/*.png, the analysis report when zerotir.analysis is available) lands in the run directory.
+learner, periodic eval) and `zerotir.eval.core.evaluate`. The loop evaluates the untouched base model before
+training (`train.eval_at_start`, the step-0 row of metrics.jsonl), so the report's "start" column is the model
+before any RL. The report (report.md, summary.json, plots/*.png, the analysis report when zerotir.analysis is
+available) lands in the run directory.
 """
 
 from __future__ import annotations
@@ -91,34 +91,20 @@ def evaluate_model(model_path: str | Path, cfg: Config, problems: list, *, max_t
                         max_tool_calls=budget, seed=seed)
 
 
-def prepend_base_row(run_dir: Path, row: dict[str, float]) -> None:
-    """Put the base model's eval first in metrics.jsonl as step 0 (policy version 0, before any update)."""
-    path = run_dir / "metrics.jsonl"
-    rest = path.read_text(encoding="utf-8") if path.exists() else ""
-    path.write_text(json.dumps({"step": 0, "policy_version": 0, **row}) + "\n" + rest, encoding="utf-8")
-
-
 # ----------------------------------------------------------------------------------------------- running
 
 
 def run_demo(cfg: Config, run_dir: str | Path | None = None, *, base_eval: bool = True,
              analysis: bool = True) -> Path:
-    """Eval the base, RL-train per `cfg` with the project's loop, write the report; returns the run directory."""
-    from zerotir.models import resolve_model_path
+    """RL-train per `cfg` with the project's loop (its step-0 row is the base model's eval unless `base_eval` is
+    False), write the report; returns the run directory."""
     from zerotir.train.loop import train
 
     t0 = time.perf_counter()
-    base_row = {}
-    if base_eval:
-        log.info("held-out eval of the base model before RL (tool budget %d)", cfg.eval.max_tool_calls)
-        base_row = eval_policy(resolve_model_path(cfg.model.path), cfg)
-        log.info("base: accuracy %.3f, code ratio %.3f", base_row.get("eval/accuracy", 0.0),
-                 base_row.get("eval/code_ratio", 0.0))
+    cfg = replace(cfg, train=replace(cfg.train, eval_at_start=base_eval and cfg.train.eval_at_start))
     if run_dir is None:
         run_dir = Path("runs") / f"{cfg.train.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = Path(train(cfg, run_dir=str(run_dir)))
-    if base_row:
-        prepend_base_row(run, base_row)
     write_report(run, wall_seconds=time.perf_counter() - t0)
     if analysis:
         run_analysis([run], run / "analysis")
