@@ -5,12 +5,15 @@ this checks the loop's own logic: refills, joined metrics, rows without an updat
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from zerotir.records import EvalResult, RolloutResult, UpdateResult
 from zerotir.telemetry import read_metrics
 from zerotir.train.compute import ModelShape, rollout_flops
-from zerotir.train.loop import train
+from zerotir.train.loop import RunHealthError, train
 from zerotir.train.pipeline import Done
 from zerotir.types import Segment, Trajectory
 
@@ -35,6 +38,10 @@ class ScriptedBackend:
         k = len(self.calls)
         self.calls.append((step, len(problems), group_offset, seed))
         entry = self.script[k] if k < len(self.script) else 0
+        if entry == "sandbox-down":   # every trajectory hit a sandbox infrastructure failure
+            trajs = tuple(replace(_traj(group_offset + i, s, False, step - 1), sandbox_error=True)
+                          for i in range(len(problems)) for s in range(n))
+            return Done(RolloutResult(trajs, rollout_seconds=1.0, step=step))
         right = entry if isinstance(entry, list) else [entry] * len(problems)   # per problem, or the same for all
         trajs = tuple(_traj(group_offset + i, s, s < right[i], step - 1) for i in range(len(problems))
                       for s in range(n))
@@ -117,3 +124,19 @@ def test_refills_draw_what_is_missing_until_full(small_train_cfg, tiny_model_dir
     assert row["filter/kept"] == 8.0 and row["filter/dropped_uniform_groups"] == 3.0
     assert row["rollout/num_trajectories"] == 14.0 and row["perf/rollout_seconds"] == 3.0
     assert row["reward/accuracy"] == 6 / 14           # (1+2+1+0) + (1+0) + 1 right of 14
+
+
+def test_a_sandbox_outage_warns_each_step_then_stops_with_a_checkpoint(small_train_cfg, tiny_model_dir, tmp_path,
+                                                                       caplog):
+    cfg = small_train_cfg(tiny_model_dir, steps=5)
+    cfg.rollout.n_samples = 2
+    cfg.train.prompts_per_step, cfg.train.eval_at_start, cfg.train.save_every = 1, False, 0
+    cfg.train.max_bad_steps = 2
+    backend = ScriptedBackend(cfg, [1, "sandbox-down", "sandbox-down"])
+    with pytest.raises(RunHealthError, match="2 consecutive bad steps.*2 of 2 trajectories hit a local sandbox"):
+        train(cfg, run_dir=str(tmp_path / "run"), backend_factory=lambda c: backend)
+    assert [m for m in caplog.messages if "sandbox" in m and "failure" in m][:2] == [
+        "step 2: 2 of 2 trajectories hit a local sandbox (full) failure and were dropped",
+        "step 3: 2 of 2 trajectories hit a local sandbox (full) failure and were dropped"]
+    assert backend.saved[-1][0] == 2                       # the last good step's weights, to --resume from
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2]

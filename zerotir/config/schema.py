@@ -210,6 +210,13 @@ class TrainConfig:
     """Run name."""
     eval_every: int = 10
     """Held-out eval every N steps (0 = only at the end)."""
+    max_sandbox_error_share: float = 0.25
+    """A step where more than this share of trajectories hit a sandbox infrastructure failure logs a warning naming
+    the sandbox and the count (those trajectories are dropped, so the step trains on scraps)."""
+    max_bad_steps: int = 3
+    """After this many consecutive steps over `max_sandbox_error_share` (or with dynamic sampling short of groups
+    after its refills) the run saves a checkpoint and stops with a clear error instead of training on scraps (0 = never
+    stop)."""
     eval_at_start: bool = True
     """Evaluate the base model before the first update and log it as the step-0 row (compute 0): the starting
     point of every curve the analysis fits."""

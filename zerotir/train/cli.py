@@ -45,7 +45,7 @@ def train_command(
     except ConfigError as e:
         fail(str(e))
         return
-    from zerotir.train.loop import train
+    from zerotir.train.loop import RunHealthError, train
 
     backend_factory = None
     if cfg.train.backend == "ray":
@@ -61,7 +61,8 @@ def train_command(
 
     try:
         out = train(cfg, resume=resume_arg, run_dir=run_dir, backend_factory=backend_factory)
-    except (DataError, ModelError, SandboxUnavailable, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (DataError, ModelError, SandboxUnavailable, RunHealthError, FileNotFoundError, FileExistsError,
+            ValueError) as e:
         fail(str(e))
         return
     typer.echo(f"run dir: {out}")

@@ -22,6 +22,7 @@ from zerotir.metrics import step_row
 from zerotir.records import FilterResult, RolloutResult, rollout_seed
 from zerotir.telemetry import MetricsWriter, get_logger, make_run_dir, read_metrics, setup_logging
 from zerotir.train.backend import Backend, LocalBackend
+from zerotir.train.checkpoint import CKPT_SUBDIR, checkpoint_name
 from zerotir.train.compute import ComputeTotals, cpu_seconds, rollout_flops
 from zerotir.train.phases import seed_everything
 from zerotir.train.pipeline import Handle, RolloutPipeline
@@ -97,6 +98,39 @@ def create_run_dir(cfg: Config, run_dir: str | None) -> Path:
     return make_run_dir(cfg.train.run_dir, cfg.train.name, cfg)
 
 
+class RunHealthError(RuntimeError):
+    """The run stopped itself: its rollouts were failing for reasons that are not the policy's."""
+
+
+class RunHealth:
+    """Watches each step for infrastructure trouble: a share of sandbox failures above
+    train.max_sandbox_error_share, or dynamic sampling short of groups after its refills. Each bad step logs a
+    warning; `check` returns a message (the run should stop) after train.max_bad_steps consecutive bad steps."""
+
+    def __init__(self, cfg: Config):
+        self.cfg, self.bad_steps = cfg, 0
+        sb = cfg.sandbox
+        self.sandbox_name = f"sandbox service {sb.url}" if sb.backend == "remote" else f"local sandbox ({sb.isolation})"
+
+    def check(self, step: int, rollout: RolloutResult, filtered: FilterResult) -> str | None:
+        t = self.cfg.train
+        n = len(rollout.trajectories)
+        errors = sum(x.sandbox_error for x in rollout.trajectories)
+        bad = []
+        if n and errors / n > t.max_sandbox_error_share:
+            bad.append(f"{errors} of {n} trajectories hit a {self.sandbox_name} failure and were dropped")
+        if self.cfg.algo.dynamic_sampling and filtered.groups < t.prompts_per_step:
+            bad.append(f"dynamic sampling kept {filtered.groups} of {t.prompts_per_step} groups after {MAX_REFILLS} "
+                       "refills (training on fewer)")
+        for msg in bad:
+            log.warning("step %d: %s", step, msg)
+        self.bad_steps = self.bad_steps + 1 if bad else 0
+        if bad and t.max_bad_steps and self.bad_steps >= t.max_bad_steps:
+            return (f"stopped after {self.bad_steps} consecutive bad steps (train.max_bad_steps): " + "; ".join(bad)
+                    + ". A checkpoint of the last good step was saved; fix the cause and --resume.")
+        return None
+
+
 class StepPrompts:
     """Each step's prompts, taken from the sampler in step order when the step is first launched (so sync and async
     runs see the same prompts), kept for a step re-launched because its batch was too stale; remembers the data
@@ -142,6 +176,7 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
         _truncate_metrics(run / "metrics.jsonl", start)              # rows a killed run wrote past its checkpoint
         backend.sync_weights(start)                                  # engines start from the learner's exact weights
         prompts = StepPrompts(backend, sampler, t.prompts_per_step, t.seed)
+        health = RunHealth(cfg)
         pipe = RolloutPipeline(prompts.launch, max_staleness=t.max_staleness, async_mode=t.async_rollout)
         pipe.start(start + 1)
         writer = MetricsWriter(run)
@@ -167,9 +202,12 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
                                           rollout_seed(t.seed, step, refill)).result()
                     rollout = RolloutResult.concat([rollout, more])
                     filtered = FilterResult.concat([filtered, filter_trajectories(more.trajectories, a)])
-                if a.dynamic_sampling and filtered.groups < t.prompts_per_step:
-                    log.warning("step %d: dynamic sampling kept %d of %d groups after %d refills; training on fewer",
-                                step, filtered.groups, t.prompts_per_step, MAX_REFILLS)
+                # ---- loud infrastructure failures: warn each bad step, stop (with a checkpoint) after several
+                if problems := health.check(step, rollout, filtered):
+                    if not (run / CKPT_SUBDIR / checkpoint_name(step - 1)).exists():   # the last good step's weights
+                        backend.save(run, step - 1, {"data_cursor": prompts.resume_cursor(step - 1),
+                                                     "compute": totals.state()}, keep=t.keep_checkpoints)
+                    raise RunHealthError(problems)
                 # ---- update (collate → advantages → optimizer steps) → weight sync
                 t_up = time.perf_counter()
                 update = backend.update(filtered.kept, step)
