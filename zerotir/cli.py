@@ -12,6 +12,7 @@ import typer
 
 from zerotir import __version__
 from zerotir.analysis.cli import analyze_command
+from zerotir.cli_common import quiet_libraries
 from zerotir.eval.cli import eval_command
 from zerotir.models.cli import app as models_app
 from zerotir.rollout.cli import rollout_command
@@ -42,6 +43,7 @@ def main(
                                            help="Print the version and exit."),
 ) -> None:
     """zerotir: RL from zero to tool-integrated reasoning."""
+    quiet_libraries()
 
 
 @app.command("config")

@@ -1,6 +1,7 @@
 """Problems in: local JSONL, a registered problem source (the toy world's splits), or a Hugging Face hub dataset.
 
-    load_problems("../shared/data/benchmarks/math500.jsonl")
+    load_problems("path/to/problems.jsonl")
+    load_problems("shared:math500")                             # $ZEROTIR_DATA/benchmarks/math500.jsonl
     load_problems("toy:heldout")                                # source 'toy', split 'heldout'
     load_problems("hf:HuggingFaceH4/MATH-500", split="test")   # needs network + `datasets`
     register_source("mine", lambda split, seed: [...])          # then load_problems("mine:train")
@@ -8,6 +9,8 @@
 Problem sources are a registry, not imports: `data` sits below the packages that generate problems (toy imports
 data), so a source registers itself here when its module is imported, and `KNOWN_SOURCES` names the module to
 import the first time a spec asks for a source that has not registered yet ('toy:train' works from anywhere).
+'shared:<name>' names a JSONL file in the shared data dir (`data_dir()`: $ZEROTIR_DATA, else ../shared/data next
+to the checkout), so presets never hold paths relative to the current directory.
 
 A row without a usable problem or answer is an error naming file, line and field, raised before any work starts
 (`strict=True`, the default for training); with `strict=False` such rows are skipped and reported in `skipped`.
@@ -16,6 +19,7 @@ A row without a usable problem or answer is an error naming file, line and field
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -104,8 +108,8 @@ KNOWN_SOURCES: dict[str, str] = {"toy": "zerotir.toy.tasks"}
 
 def register_source(name: str, loader: SourceLoader) -> None:
     """Make '<name>:<split>' specs load through `loader(split, seed)`. Re-registering a name replaces it."""
-    if not name or ":" in name or "/" in name or name == "hf":
-        raise ValueError(f"bad problem source name '{name}' (non-empty, no ':' or '/', not 'hf')")
+    if not name or ":" in name or "/" in name or name == "hf" or name in _PATH_SOURCES:
+        raise ValueError(f"bad problem source name '{name}' (non-empty, no ':' or '/', not 'hf' or 'shared')")
     _SOURCES[name] = loader
 
 
@@ -117,7 +121,44 @@ def problem_source(name: str) -> SourceLoader | None:
 
 
 def source_names() -> list[str]:
-    return sorted(set(_SOURCES) | set(KNOWN_SOURCES))
+    return sorted(set(_SOURCES) | set(KNOWN_SOURCES) | set(_PATH_SOURCES))
+
+
+DATA_ENV = "ZEROTIR_DATA"
+"""Environment variable naming the shared data dir (holding benchmarks/ and train/)."""
+
+
+def data_dir() -> Path:
+    """The shared data dir: $ZEROTIR_DATA, else ../shared/data next to the checkout or the current dir, else ./data.
+    The same rule as `telemetry.default_data_dir` (which `data` may not import; a test checks they agree)."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parents[2]  # the checkout (zerotir/data/__init__.py → ../..)
+    for cand in (here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data", Path.cwd() / "data"):
+        if cand.is_dir():
+            return cand
+    return here.parent / "shared" / "data"
+
+
+def shared_path(name: str) -> Path:
+    """'math500' → <data dir>/benchmarks/math500.jsonl; also <dir>/<name>[.jsonl] and <dir>/train/<name>.jsonl, so
+    'train/simplerl_math_l3to5' works too. A missing file is a DataError naming the dir and $ZEROTIR_DATA."""
+    root = data_dir()
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise DataError(f"shared:{name}: expected a file name inside the shared data dir ({root})")
+    cands = [root / name, root / f"{name}.jsonl", root / "benchmarks" / f"{name}.jsonl",
+             root / "train" / f"{name}.jsonl"]
+    for c in cands:
+        if c.is_file():
+            return c
+    why = "does not exist" if not root.is_dir() else f"has no {name}[.jsonl] (nor in benchmarks/ or train/)"
+    raise DataError(f"shared:{name}: the shared data dir {root} {why}; set {DATA_ENV}=DIR to the dir that holds "
+                    f"benchmarks/ and train/")
+
+
+_PATH_SOURCES: dict[str, Callable[[str], Path]] = {"shared": shared_path}
+"""Sources that name a JSONL file: resolved to a path, then loaded like a path (same field options, strictness)."""
 
 
 def _load_from_source(spec: str, loader: SourceLoader, split: str, seed: int) -> ProblemSet:
@@ -132,12 +173,16 @@ def _load_from_source(spec: str, loader: SourceLoader, split: str, seed: int) ->
 
 def load_problems(spec: str, *, limit: int = 0, split: str = "test", problem_field: str = "problem",
                   answer_field: str = "answer", strict: bool = True, seed: int = 0) -> ProblemSet:
-    """Resolve a data spec: a JSONL path, '<source>:<split>' for a registered source (e.g. 'toy:train'; `seed`
-    goes to the source) or 'hf:<dataset id>[:config]'. An existing file wins over a source of the same spelling."""
+    """Resolve a data spec: a JSONL path, 'shared:<name>' (a file in `data_dir()`), '<source>:<split>' for a
+    registered source (e.g. 'toy:train'; `seed` goes to the source) or 'hf:<dataset id>[:config]'. An existing file
+    wins over a source of the same spelling."""
     kw = dict(problem_field=problem_field, answer_field=answer_field, strict=strict)
     name, sep, rest = spec.partition(":")
-    loader = problem_source(name) if sep and not Path(spec).is_file() else None
-    if loader is not None:
+    is_file = Path(spec).is_file()
+    loader = problem_source(name) if sep and not is_file else None
+    if sep and not is_file and name in _PATH_SOURCES:
+        ps = load_jsonl_problems(_PATH_SOURCES[name](rest), **kw)
+    elif loader is not None:
         ps = _load_from_source(spec, loader, rest, seed)
     elif spec.startswith("hf:"):
         ps = load_hf_problems(spec[3:], split=split, **kw)

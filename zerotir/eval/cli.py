@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from zerotir.cli_common import fail
+from zerotir.cli_common import fail, preset_for
 
 
 def eval_command(
@@ -56,8 +56,8 @@ def eval_command(
     from zerotir.telemetry import setup_logging
 
     try:
-        # The toy model speaks the toy template; use its preset unless a config is given.
-        cfg = load_config(config if config else ("toy" if model == "toy" else None), set_)
+        # A toy model speaks the toy template: its preset unless a config is given (the same rule as rollout).
+        cfg = load_config(preset_for(config, model), set_)
         e = cfg.eval
         job = EvalJob(
             model=model or cfg.model.path,

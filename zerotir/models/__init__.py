@@ -37,10 +37,20 @@ def resolve_model_path(path: str) -> Path:
     return Path(getattr(importlib.import_module(module), func)(path))
 
 
+def _not_found(spec: str, p: Path) -> str:
+    """One line: a hub-id-looking spec ('Org/Name', nothing on disk) gets the commands that make it local."""
+    parts = spec.split("/")
+    if len(parts) == 2 and all(parts) and not spec.startswith((".", "~")) and not p.parent.exists():
+        return (f"model.path '{spec}' looks like a Hugging Face hub id; zerotir loads local directories only (no "
+                f"network at run time): run `huggingface-cli download {spec} --local-dir DIR` and pass "
+                f"model.path=DIR, or turn a GGUF file into one with `zerotir models import-gguf FILE.gguf --out DIR`")
+    return f"model directory not found: {p} (a local HF model directory, 'toy', or 'toy-<size>')"
+
+
 def check_model_dir(path: str | Path) -> Path:
     p = resolve_model_path(str(path))
     if not p.is_dir():
-        raise ModelError(f"model directory not found: {p} (hub ids are not fetched; download the model first)")
+        raise ModelError(_not_found(str(path), p))
     if not (p / "config.json").is_file():
         raise ModelError(f"{p}: no config.json — not an HF model directory")
     if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")):

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from zerotir.cli_common import fail
+from zerotir.cli_common import default_out_dir, fail, preset_for
 
 
 def print_transcripts(trajs, tokenizer, show: int) -> None:
@@ -33,10 +33,13 @@ def rollout_command(
     model: str = typer.Option(..., "--model", help="HF model directory (or 'toy')."),
     problems: str = typer.Option(..., "--problems", help="Problems: FILE.jsonl, toy:<split> or hf:<id>."),
     n: int = typer.Option(4, "--n", help="Samples per problem."),
-    max_tool_calls: int = typer.Option(2, "--max-tool-calls", help="Executed tool calls per trajectory."),
-    out: str = typer.Option("trajectories.jsonl", "--out", help="Write one Trajectory per line here."),
+    max_tool_calls: Optional[int] = typer.Option(None, "--max-tool-calls",
+                                                 help="Executed tool calls per trajectory (default: config)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Write one Trajectory per line here (default: "
+                                      "runs/rollout-<time>/trajectories.jsonl)."),
     limit: int = typer.Option(0, "--limit", help="Use the first N problems (0 = all)."),
-    config: Optional[str] = typer.Option(None, "--config", help="YAML config or preset (rollout/sandbox sections)."),
+    config: Optional[str] = typer.Option(None, "--config", help="YAML config or preset (rollout/sandbox sections); "
+                                         "default: the toy preset for a toy model, as `zerotir eval` does."),
     set_: list[str] = typer.Option([], "--set", help="Dotted override, e.g. rollout.temperature=0.6 (repeatable)."),
     template: Optional[str] = typer.Option(None, "--template", help="zerotir | toy | chat (default: config)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (0 = greedy)."),
@@ -47,6 +50,7 @@ def rollout_command(
 ) -> None:
     """Sample tool-integrated trajectories and print transcripts."""
     import time
+    from pathlib import Path
 
     from zerotir.config import ConfigError, load_config
     from zerotir.data import DataError, load_problems
@@ -57,7 +61,7 @@ def rollout_command(
     from zerotir.types import RecordError, write_jsonl
 
     try:
-        cfg = load_config(config, list(set_))
+        cfg = load_config(preset_for(config, model), list(set_))
     except ConfigError as e:
         fail(str(e))
     rc = cfg.rollout
@@ -67,6 +71,8 @@ def rollout_command(
         rc.temperature = temperature
     if max_total_tokens is not None:
         rc.max_total_tokens = max_total_tokens
+    if max_tool_calls is None:
+        max_tool_calls = rc.max_tool_calls
     try:
         probs = load_problems(problems, limit=limit).problems
     except (DataError, RecordError, ValueError) as e:
@@ -85,11 +91,14 @@ def rollout_command(
     except ValueError as e:
         fail(str(e))
     dt = time.perf_counter() - t0
-    write_jsonl(out, trajs)
+    # Created only now, after the model and sandbox worked: a failed start leaves no directory behind.
+    out_path = Path(out) if out else Path(default_out_dir("rollout")) / "trajectories.jsonl"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out_path, trajs)
     print_transcripts(trajs, tok, show)
     sampled = sum(t.num_sampled_tokens for t in trajs)
     calls = sum(t.num_tool_calls for t in trajs)
-    typer.echo(f"{len(trajs)} trajectories → {out} in {dt:.1f}s ({sampled / max(dt, 1e-9):.0f} sampled tok/s); "
+    typer.echo(f"{len(trajs)} trajectories → {out_path} in {dt:.1f}s ({sampled / max(dt, 1e-9):.0f} sampled tok/s); "
                f"{calls} tool calls executed, "
                f"{sum(not c.executed for t in trajs for c in t.tool_calls)} over budget, "
                f"{sum(t.sandbox_error for t in trajs)} sandbox errors, "
