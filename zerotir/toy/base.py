@@ -57,14 +57,20 @@ class BaseSpec:
 
 
 BASE_SIZES: dict[str, BaseSpec] = {
-    # 207,616 parameters; 600 steps = 4.9M tokens (24 per parameter). Shipped: zerotir/assets/toy-base-0.2m.
+    # Step counts: ~20 tokens per parameter where cheap, else capped by wall time. Per-step cost on an idle 2-core
+    # machine, anchored on the 0.8M build's measured 0.63 s/step (its build.json, steps 150-700) and scaled by
+    # training FLOPs per token (6N + attention); `build.json` records each build's own wall time.
+    # 207,616 parameters; 600 steps = 4.9M tokens (24 per parameter); est. <= 0.4 s/step, ~4 min.
+    # Shipped: zerotir/assets/toy-base-0.2m.
     "toy-0.2m": BaseSpec(hidden=64, layers=4, heads=4, intermediate=176, steps=600, lr=4e-3),
     # 816,640 parameters; 900 steps = 7.4M tokens (9 per parameter). The original toy base, unchanged (its
     # build.json records these settings). Shipped: zerotir/assets/toy-base.
     "toy-0.8m": BaseSpec(hidden=128, layers=4, heads=4, intermediate=352, steps=900, lr=3e-3),
-    # 3.1M parameters; 20 tokens per parameter would be 7,600 steps: capped by wall time.
+    # 3,118,464 parameters; 20 per parameter would be 7,600 steps: capped at 1000 (8.2M tokens);
+    # est. 1.4-2.2 s/step, 25-37 min.
     "toy-3m": BaseSpec(hidden=192, layers=7, heads=6, intermediate=512, steps=1000, lr=2e-3, warmup=40),
-    # 9.9M parameters (48x the smallest); capped so that it builds in under an hour on 2 cores.
+    # 9,949,440 parameters (48x the smallest); capped at 480 steps (3.9M tokens) to build in under an hour:
+    # est. <= 6.6 s/step (10.4x the 0.8M's FLOPs per token), <= 53 min.
     "toy-10m": BaseSpec(hidden=320, layers=8, heads=10, intermediate=864, steps=480, lr=1.5e-3, warmup=30),
 }
 """The toy base family, name → spec. Every size reads the same corpus (CorpusSpec()) with the same tokenizer."""
