@@ -267,7 +267,10 @@ class LoggingConfig:
     tensorboard: bool = False
     """Also write TensorBoard event files to the run dir."""
     wandb: bool = False
-    """Also log to Weights & Biases (offline mode)."""
+    """Also log to Weights & Biases (in the mode `wandb_mode` picks)."""
+    wandb_mode: str = "auto"
+    """W&B mode: 'auto' (the user's WANDB_MODE if set, else online when logged in, i.e. WANDB_API_KEY or a ~/.netrc
+    entry for api.wandb.ai, else offline), 'online', 'offline' or 'disabled'."""
     wandb_project: str = "zerotir"
     """W&B project name."""
 

@@ -57,7 +57,7 @@ def rollout_command(
     from zerotir.models import ModelError
     from zerotir.rollout.engines import make_engine
     from zerotir.rollout.tir import rollout
-    from zerotir.sandbox import make_sandbox
+    from zerotir.sandbox import SandboxUnavailable, make_sandbox
     from zerotir.types import RecordError, write_jsonl
 
     try:
@@ -79,17 +79,23 @@ def rollout_command(
         fail(str(e))
     if not probs:
         fail(f"{problems}: no problems")
+    # The sandbox starts before the model loads: one that cannot start (no bubblewrap, a bad isolation value) fails
+    # in one line within a second instead of after the weights are read.
     try:
-        engine = make_engine(cfg, model_path=model, device=device, seed=seed)
-    except (ModelError, ValueError) as e:
+        sb = make_sandbox(cfg.sandbox)
+    except (SandboxUnavailable, ValueError) as e:
         fail(str(e))
-    tok = engine.tokenizer
-    t0 = time.perf_counter()
-    try:
-        with make_sandbox(cfg.sandbox) as sb:
+    with sb:
+        try:
+            engine = make_engine(cfg, model_path=model, device=device, seed=seed)
+        except (ModelError, ValueError) as e:
+            fail(str(e))
+        tok = engine.tokenizer
+        t0 = time.perf_counter()
+        try:
             trajs = rollout(probs, engine, sb, rc, n_samples=n, max_tool_calls=max_tool_calls, seed=seed)
-    except ValueError as e:
-        fail(str(e))
+        except ValueError as e:
+            fail(str(e))
     dt = time.perf_counter() - t0
     # Created only now, after the model and sandbox worked: a failed start leaves no directory behind.
     out_path = Path(out) if out else Path(default_out_dir("rollout")) / "trajectories.jsonl"

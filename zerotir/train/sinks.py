@@ -1,12 +1,15 @@
-"""Where a step's metrics go besides metrics.jsonl: a rich live table (terminal only), TensorBoard and W&B (offline),
-each only when enabled and installed; plus sample transcripts."""
+"""Where a step's metrics go besides metrics.jsonl: a rich live table (terminal only), TensorBoard and W&B (in the
+user's own mode: online when logged in, else offline; `logging.wandb_mode` forces one), each only when enabled and
+installed; plus sample transcripts."""
 
 from __future__ import annotations
 
+import netrc
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
+from urllib.parse import urlparse
 
 from zerotir.telemetry import get_logger
 from zerotir.types import Trajectory, write_jsonl
@@ -18,6 +21,35 @@ LIVE_COLUMNS = [("step", "step", "{:.0f}"), ("reward", "reward/mean", "{:.3f}"),
                 ("tool err", "rollout/tool_error_rate", "{:.2f}"), ("loss", "loss/total", "{:+.4f}"),
                 ("kl_b", "loss/approx_kl_behaviour", "{:+.4f}"), ("s/step", "perf/step_seconds", "{:.1f}"),
                 ("eval acc", "eval/accuracy", "{:.3f}")]
+
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def wandb_logged_in(env: Mapping[str, str], netrc_path: str | Path | None = None) -> bool:
+    """True when W&B has credentials: WANDB_API_KEY, or a ~/.netrc ($NETRC) entry for its API host (what `wandb
+    login` writes; the host is WANDB_BASE_URL's, api.wandb.ai by default). An unreadable netrc counts as none."""
+    if env.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(env.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = netrc_path or env.get("NETRC") or Path(env.get("HOME") or Path.home()) / ".netrc"
+    try:
+        return netrc.netrc(str(path)).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode(setting: str, env: Mapping[str, str], netrc_path: str | Path | None = None) -> str:
+    """The W&B mode for `logging.wandb_mode`: a forced mode as given; 'auto' follows the user's WANDB_MODE if set,
+    else 'online' when logged in (`wandb_logged_in`), else 'offline' (nothing leaves the machine)."""
+    if setting not in WANDB_MODES:
+        raise ValueError(f"logging.wandb_mode: '{setting}' is not one of {', '.join(WANDB_MODES)}")
+    if setting != "auto":
+        return setting
+    user = env.get("WANDB_MODE", "")
+    if user in ("online", "offline", "disabled"):
+        return user
+    return "online" if wandb_logged_in(env, netrc_path) else "offline"
 
 
 class Sinks:
@@ -39,13 +71,14 @@ class Sinks:
                 self.tb = SummaryWriter(str(run_dir / "tensorboard"))
             except ImportError:
                 log.warning("logging.tensorboard is on but tensorboard is not installed; skipping that sink")
-        if logging_cfg.wandb:
+        mode = wandb_mode(logging_cfg.wandb_mode, os.environ) if logging_cfg.wandb else "disabled"
+        if mode != "disabled":
             try:
                 import wandb
 
-                os.environ.setdefault("WANDB_MODE", "offline")
                 self.wandb = wandb.init(project=logging_cfg.wandb_project, dir=str(run_dir), config=config_dict,
-                                        mode="offline", name=run_dir.name)
+                                        mode=mode, name=run_dir.name)
+                log.info("W&B: %s mode (logging.wandb_mode=%s)", mode, logging_cfg.wandb_mode)
             except ImportError:
                 log.warning("logging.wandb is on but wandb is not installed; skipping that sink")
 
