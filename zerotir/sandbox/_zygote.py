@@ -1,7 +1,9 @@
 """The warm worker ("zygote") and the per-execution kernels. This file runs INSIDE the sandbox.
 
-It is executed as `python -I -c <this source> <config json>` (by bubblewrap in isolation 'full'), so it imports only
-the standard library, pyseccomp and the math stack it pre-imports; it never imports zerotir. The parent talks to it
+It is executed as `python -I -B -c '"zerotir sandbox zygote";<bootstrap>' FD` (by bubblewrap in isolation 'full'):
+the bootstrap (`pool._BOOT`) reads the config JSON line into sys.argv[1] and this source from the inherited memfd FD,
+closes it and runs the source as __main__, so the command line stays short and no project file is visible inside.
+It imports only the standard library, pyseccomp and the math stack it pre-imports; it never imports zerotir. The parent talks to it
 over a SOCK_SEQPACKET unix socket (one JSON message per packet, file descriptors attached with SCM_RIGHTS).
 
 Process tree (isolation 'full'):

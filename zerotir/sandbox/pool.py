@@ -37,6 +37,23 @@ MAX_CODE_BYTES = 512 * 1024
 CONTEXT_PROCS = 2  # processes of a warm, unused context: its init and its kernel
 UID_MIN, UID_SPAN, UID_BLOCKS = 10_000_000, 65_536, 30_000  # context uids live in [UID_MIN, UID_MIN + 30000 * 65536)
 _ZYGOTE_SRC = (Path(__file__).with_name("_zygote.py")).read_text()
+# The worker's whole command line: a name, then a bootstrap that reads the config line and the source from an
+# inherited memfd (argv[1]) and closes it. `ps` shows this instead of 600 lines of source, and the sandbox still
+# sees no file of the project tree (running _zygote.py by path would need it bound inside).
+_BOOT = ('"zerotir sandbox zygote";import os,sys;f=os.fdopen(int(sys.argv[1]),"rb");sys.argv[1:]=[f.readline()'
+         '.decode()];c=compile(f.read(),"zerotir/sandbox/_zygote.py","exec");f.close();del f;exec(c)')
+
+
+def _payload_fd(cfg: dict) -> int:
+    """A memfd holding the zygote's config (one JSON line) and its source, for `_BOOT` to read; close-on-exec, so
+    only a child given it in pass_fds inherits it."""
+    fd = os.memfd_create("zerotir-zygote")
+    data = (json.dumps(cfg) + "\n" + _ZYGOTE_SRC).encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 class SandboxUnavailable(RuntimeError):
@@ -126,7 +143,7 @@ def _under_fresh_mount(path: str) -> bool:
     return any(path == m or path.startswith(m + "/") for m in _FRESH_MOUNTS)
 
 
-def _bwrap_command(python: str, src: str, cfg: dict) -> list[str]:
+def _bwrap_command(python: str, args: list[str]) -> list[str]:
     """bubblewrap: read-only system, no network, own pid/ipc/uts namespaces, no host secrets in the environment."""
     prefix, base = Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()
     cmd = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc",
@@ -164,7 +181,7 @@ def _bwrap_command(python: str, src: str, cfg: dict) -> list[str]:
             "--setenv", "HOME", "/tmp", "--setenv", "MALLOC_ARENA_MAX", "2"]
     for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN", "CAP_KILL"):
         cmd += ["--cap-add", cap]
-    return cmd + ["--", python, "-I", "-B", "-c", src, json.dumps(cfg)]
+    return cmd + ["--", python, *args]
 
 
 def check_isolation(isolation: str) -> None:
@@ -213,17 +230,20 @@ class _Worker:
         cfg = dict(pool.zcfg, ctrl_fd=child_end.fileno(),
                    uid_base=self.uid_base if pool.isolation == "full" else 0)
         python = sys.executable
-        if pool.isolation == "full":
-            cmd = _bwrap_command(python, _ZYGOTE_SRC, cfg)
-        else:
-            cmd = [python, "-I", "-B", "-c", _ZYGOTE_SRC, json.dumps(cfg)]
+        src_fd = _payload_fd(cfg)
+        args = ["-I", "-B", "-c", _BOOT, str(src_fd)]
+        cmd = _bwrap_command(python, args) if pool.isolation == "full" else [python, *args]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": pool.tmp_root or "/tmp",
                "MALLOC_ARENA_MAX": "2"}
         self.started_at = time.monotonic()
         # stderr goes to an unlinked file, not a pipe nobody drains: it only matters when startup fails.
         self.errfile = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, pass_fds=(child_end.fileno(),), env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self.errfile, start_new_session=True)
+        try:
+            self.proc = subprocess.Popen(cmd, pass_fds=(child_end.fileno(), src_fd), env=env,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.errfile,
+                                         start_new_session=True)
+        finally:
+            os.close(src_fd)
         child_end.close()
         self.chan = _Channel(parent_end, pool.loop)
         try:
