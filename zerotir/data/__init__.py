@@ -72,11 +72,25 @@ def problems_from_rows(rows: Iterable[tuple[str, dict]], *, problem_field: str =
     return ProblemSet(out, skipped, source)
 
 
+def _first_bad_utf8_line(path: str | Path) -> int:
+    """1-based number of the first line of `path` that is not valid UTF-8 (0 if none is)."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return lineno
+    return 0
+
+
 def load_jsonl_problems(path: str | Path, **kw: Any) -> ProblemSet:
     try:
         rows = [(f"{path}:{lineno}", obj) for lineno, obj in iter_jsonl(path)]
     except RecordError as e:
         raise DataError(str(e)) from None
+    except UnicodeDecodeError as e:  # the text reader's position is within a buffer: find the row for the message
+        raise DataError(f"{path}:{_first_bad_utf8_line(path)}: not valid UTF-8 ({e.reason}); re-encode the file "
+                        f"as UTF-8") from None
     if not rows:
         raise DataError(f"{path}: no rows")
     return problems_from_rows(rows, source=str(path), **kw)
