@@ -19,7 +19,7 @@ class ModelConfig:
     path: str = "toy"
     """HF model directory (config + weights + tokenizer), or 'toy' for the toy base model shipped with the project."""
     dtype: str = "float32"
-    """Parameter dtype for the policy: float32, bfloat16 or float16."""
+    """Parameter dtype for the policy: float32, bfloat16 or float16 (float64 for equivalence tests)."""
     autocast_bf16: bool = False
     """Run forward/backward under bf16 autocast (helps on GPUs with bf16; usually slower on CPU)."""
     gradient_checkpointing: bool = False

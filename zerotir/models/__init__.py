@@ -85,9 +85,12 @@ def load_model_and_tokenizer(path: str | Path, device: str = "auto", dtype: str 
 
     p = check_model_dir(path)
     tok = load_tokenizer(p)
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
-    if torch_dtype is None:
-        raise ModelError(f"unknown dtype '{dtype}' (float32, bfloat16, float16)")
-    model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch_dtype)
+    # float64: for equivalence tests, where float32 rounding (amplified by Adam on near-zero gradients) would hide
+    # whether two code paths compute the same thing
+    param_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                   "float64": torch.float64}.get(dtype)
+    if param_dtype is None:
+        raise ModelError(f"unknown dtype '{dtype}' (float32, bfloat16, float16, float64)")
+    model = AutoModelForCausalLM.from_pretrained(str(p), dtype=param_dtype)
     model.to(pick_device(device)).eval()
     return model, tok
