@@ -209,8 +209,12 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     p = Path(path)
     if not p.is_file():
         raise RecordError(f"{path}: file not found")
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(p, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RecordError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
             if not line.strip():
                 continue
             try:

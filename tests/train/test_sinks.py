@@ -35,7 +35,7 @@ def test_wandb_sink_runs_offline_and_records_the_history(tmp_path, monkeypatch, 
     wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = Config().logging
-    cfg.wandb, cfg.live = True, False
+    cfg.wandb, cfg.live, cfg.wandb_mode = True, False, "offline"   # never online from a test, logged in or not
     with caplog.at_level(logging.INFO, logger="zerotir"):
         with Sinks(tmp_path, cfg, {"algo": {"name": "grpo"}}) as sinks:
             assert sinks.wandb is not None

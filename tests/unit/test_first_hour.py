@@ -114,12 +114,7 @@ BAD = ["missing model dir", "hub id", "bad YAML key", "bad --set key", "bad isol
        "non-UTF-8 dataset row", "empty dataset"]
 
 
-@pytest.mark.parametrize("case", [
-    # Not run: today the run goes ahead (a whole training step, ~20 s of CPU) because nothing health-checks the URL.
-    pytest.param(c, marks=pytest.mark.xfail(
-        run=False, reason="train does not health-check a remote sandbox before it starts: a model that writes no "
-                          "code trains on; needs RemoteSandbox.health() where the backend is built"))
-    if c == "unreachable sandbox url" else c for c in BAD])
+@pytest.mark.parametrize("case", BAD)
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(case, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args, expected = _bad_inputs(tmp_path)[case]

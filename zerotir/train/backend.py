@@ -58,6 +58,19 @@ def update_result(stats: list[dict[str, float]], kept: Sequence[Trajectory], cfg
     return UpdateResult(steps=tuple(stats), trained_tokens=tokens, flops=flops)
 
 
+def check_sandbox(sandbox: Any, cfg: Any) -> None:
+    """A remote sandbox service must answer its health check before anything heavy starts (a local pool has
+    already proven itself by starting)."""
+    if cfg.backend != "remote":
+        return
+    from zerotir.sandbox import SandboxUnavailable
+
+    h = sandbox.health()
+    if not h.get("ok"):
+        raise SandboxUnavailable(f"sandbox.url {cfg.url} is not healthy ({h.get('error') or h}); start it with "
+                                 "`zerotir sandbox serve` or fix sandbox.url")
+
+
 class LocalBackend:
     """Learner, one HF engine (its own copy of the weights), sandbox pool and reward scorer in this process."""
 
@@ -71,6 +84,7 @@ class LocalBackend:
         self.sandbox = make_sandbox(cfg.sandbox).__enter__()         # before any model loads: fails fast
         self.scorer = None
         try:
+            check_sandbox(self.sandbox, cfg.sandbox)
             self.scorer = RewardScorer(cfg.reward).__enter__()
             self.learner = Learner(cfg)
             self.engine = make_engine(cfg, device=str(self.learner.device))

@@ -12,8 +12,9 @@ from zerotir.cli_common import fail
 
 def train_command(
     config: Optional[str] = typer.Option(None, "--config", "-c",
-                                         help="YAML file or preset name (toy, paper). Default: toy, or the resumed "
-                                              "run's config.yaml."),
+                                         help="YAML file or preset name (toy, paper). Default: the toy preset for a "
+                                              "toy model (the default), else the schema's defaults; a resumed run's "
+                                              "config.yaml."),
     set_: list[str] = typer.Option([], "--set", help="Dotted override key=value (repeatable), e.g. train.steps=5."),
     resume: Optional[str] = typer.Option(None, "--resume",
                                          help="Continue a run: --resume DIR (a run dir or one of its checkpoints), "
@@ -40,8 +41,11 @@ def train_command(
             rdir = rdir.parent.parent if rdir.parent.name == "checkpoints" else rdir
             if (rdir / "config.yaml").is_file():
                 config = str(rdir / "config.yaml")
+    from zerotir.cli_common import preset_for
+
+    model = next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("model.path=")), "toy")
     try:
-        cfg = load_config(config or "toy", overrides)
+        cfg = load_config(preset_for(config, model), overrides)   # the toy preset for a toy model, as rollout/eval
     except ConfigError as e:
         fail(str(e))
         return
