@@ -96,8 +96,12 @@ def parse_benchmark_list(text: str | Iterable[str]) -> list[str]:
 
 
 def _is_spec(name: str) -> bool:
-    """A data spec rather than a registry name: 'toy:<split>', 'hf:<id>', or a path to a JSONL file."""
-    return name.startswith(("toy:", "hf:")) or name.endswith(".jsonl") or "/" in name
+    """A data spec rather than a registry name: '<source>:<split>' for a registered data source (toy:, shared:, ...),
+    'hf:<id>', or a path to a JSONL file."""
+    from zerotir.data import source_names
+
+    source, colon, _ = name.partition(":")
+    return bool(colon and source in {*source_names(), "hf"}) or name.endswith(".jsonl") or "/" in name
 
 
 def check_benchmark_names(names: Iterable[str]) -> None:
