@@ -140,3 +140,20 @@ def test_a_sandbox_outage_warns_each_step_then_stops_with_a_checkpoint(small_tra
         "step 3: 2 of 2 trajectories hit a local sandbox (full) failure and were dropped"]
     assert backend.saved[-1][0] == 2                       # the last good step's weights, to --resume from
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_without_stale_rows(small_train_cfg, tiny_model_dir,
+                                                                                 tmp_path):
+    """--resume of a run dir without a checkpoint starts from step 0: the killed attempt's rows (its step-0 eval
+    included) are dropped, not duplicated."""
+    import json
+
+    cfg = small_train_cfg(tiny_model_dir, steps=1)
+    cfg.rollout.n_samples, cfg.train.prompts_per_step, cfg.train.eval_every = 2, 1, 0
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval/accuracy": 0.5}) + "\n"
+                                       + json.dumps({"step": 1, "reward/accuracy": 0.5}) + "\n")
+    train(cfg, resume=str(run), backend_factory=lambda c: ScriptedBackend(c, [1]))
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1] and rows[0]["eval/accuracy"] == 0.0   # the new base eval

@@ -173,7 +173,8 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
             sampler.restore(state["data_cursor"])
             start, totals = int(state["step"]), ComputeTotals.from_state(state.get("compute"))
             log.info("resumed from %s (step %d)", ckpt, start)
-        _truncate_metrics(run / "metrics.jsonl", start)              # rows a killed run wrote past its checkpoint
+        _truncate_metrics(run / "metrics.jsonl", start if ckpt is not None else -1)   # rows a killed run wrote
+        #                                                  past its checkpoint (all of them when it starts over)
         backend.sync_weights(start)                                  # engines start from the learner's exact weights
         prompts = StepPrompts(backend, sampler, t.prompts_per_step, t.seed)
         health = RunHealth(cfg)
