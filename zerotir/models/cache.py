@@ -16,6 +16,10 @@ from typing import Any
 def cache_kwarg(module: Any) -> str:
     """The keyword `module.forward` takes a KV cache by: 'cache' where the model accepts it, else 'past_key_values'.
 
-    inspect.signature follows the `functools.wraps` chain of HF's decorators to the real parameter list."""
+    inspect.signature follows the `functools.wraps` chain of HF's decorators to the real parameter list. A PEFT
+    wrapper's forward takes **kwargs and hands them to the model it wraps, so that model's signature decides."""
+    base = getattr(module, "get_base_model", None)
+    if callable(base):
+        module = base()
     params = inspect.signature(module.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
