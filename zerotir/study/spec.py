@@ -263,11 +263,25 @@ def _analysis(path: Path, a: Any) -> tuple[tuple[str, ...], str]:
     return tuple(metrics), x
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a spec file (see the module docstring)."""
+def resolve_spec_path(path: str | Path) -> Path:
+    """A spec file, or the name of a shipped study (`toy-scaling`, `tiny`, or `configs/studies/<name>.yaml` from
+    anywhere): the shipped ones live in zerotir/configs/studies/."""
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"study spec not found: {path}")
+    if p.is_file():
+        return p
+    from zerotir.config import BUILTIN_CONFIGS
+
+    shipped = BUILTIN_CONFIGS / "studies" / f"{Path(p.name).stem}.yaml"
+    if (p.suffix in ("", ".yaml") and len(p.parts) <= 3 and shipped.is_file()
+            and (len(p.parts) == 1 or p.parts[-2] == "studies")):
+        return shipped
+    known = ", ".join(sorted(q.stem for q in (BUILTIN_CONFIGS / "studies").glob("*.yaml")))
+    raise SpecError(f"study spec not found: {path} (shipped studies: {known})")
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a spec file or a shipped study's name (see the module docstring)."""
+    p = resolve_spec_path(path)
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
