@@ -117,3 +117,14 @@ def test_cli_x_axis(tmp_path):
     assert res["x"] == "compute/flops" and res["sigmoid"]["families"][0]["N"] == list(SIZES)
     # the step-law fits run on the same axis: their x range is in FLOPs
     assert res["groups"][0]["metrics"]["eval/accuracy"]["x_range"][1] > 1e9
+
+
+def test_correlations_on_a_compute_axis_pair_metrics_at_the_same_step(tmp_path):
+    """Seeds reach different compute at the same step; the group-mean series for correlations are keyed by step,
+    so every eval step aligns (keyed by compute, only step 0 would)."""
+    study = tmp_path / "s"
+    for s in (0, 1):
+        _cell(study, SIZES[0], s)
+    analyze_study(study, n_boot=5, metrics=("eval/accuracy", "eval/code_ratio"))
+    (row,) = json.loads((study / "fits.json").read_text())["groups"][0]["correlations"]
+    assert row["n"] > 5

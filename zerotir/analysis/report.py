@@ -196,6 +196,9 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
 
     # Fits and correlations per group.
     fitted: dict[str, dict[str, SeriesFit]] = {}
+    # Correlations pair metrics at the same training step: on a compute axis each seed reaches different x values,
+    # so the step-keyed runs (same grouping: it depends on configs only) are used for them.
+    step_groups = {g.label: g for g in group_runs(raw, ignore)}
     for gi, g in enumerate(groups):
         gres: dict[str, Any] = {"label": g.label, "runs": [r.name for r in g.runs], "seeds": g.seeds,
                                 "differs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.differs.items()},
@@ -214,15 +217,16 @@ def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str,
         # Group-mean series on the steps every seed has reached: where seeds drop out the mean jumps in every metric
         # at once, which would pass for a correlated change.
         means = {}
+        gs = step_groups.get(g.label, g)
         for m in present:
-            b = group_band(g, m)
+            b = group_band(gs, m)
             full = b["n"] == b["n"].max() if len(b["n"]) else b["n"] > 0
             if full.any():
                 means[m] = dict(zip(b["step"][full].tolist(), b["mean"][full].tolist()))
         gres["correlations"] = correlation_table(means, [m for m in present if m in means])
         if len(g.runs) > 1:
             gres["per_run_correlations"] = {r.name: correlation_table(r.series, [m for m in present if m in r.series])
-                                            for r in g.runs}
+                                            for r in gs.runs}
         result["groups"].append(gres)
         g_slug = f"g{gi}_{_slug(g.label)}"
         if panels:
