@@ -157,6 +157,7 @@ def plot_sigmoid_family(fam, metrics: list[str], x: str, path: Path) -> Path:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
             continue
         left = pos.min() / 2
+        seen_y: list[np.ndarray] = []
         for i, g in enumerate(fam.groups):
             if m not in g.runs_xy:
                 continue
@@ -165,12 +166,18 @@ def plot_sigmoid_family(fam, metrics: list[str], x: str, path: Path) -> Path:
             bx = np.where(bx > 0, bx, left)
             label = f"N={g.n_params:.3g} (n={len(g.runs_xy[m])})"
             ax.plot(bx, by, "o", color=color, ms=2.5, label=label)
+            seen_y.append(by[np.isfinite(by)])
             if np.isfinite(lo).any():
                 ax.fill_between(bx, lo, hi, color=color, alpha=0.2, lw=0)
             f = g.fits.get(m)
             if f is not None and f.ok:
                 xs = np.geomspace(left, bx.max(), 200)
                 ax.plot(xs, predict(f.params, xs), "-", color=color, lw=1.6)
+        ys = np.concatenate(seen_y) if seen_y else np.zeros(0)
+        if len(ys):  # the points decide the view: a 2-seed t-band (t = 12.7) would otherwise flatten every curve
+            lo_y, hi_y = float(ys.min()), float(ys.max())
+            pad = 0.15 * (hi_y - lo_y or abs(hi_y) or 1.0)
+            ax.set_ylim(lo_y - pad, hi_y + pad)
         ax.set_xscale("log")
         ax.set_xlabel(f"{x} (log; step 0 at the left edge)")
         ax.legend(fontsize=6, loc="best")
