@@ -124,3 +124,16 @@ def test_final_values_compare_at_the_common_horizon(tmp_path):
     assert at10["n"] == 2 and at10["mean"] == pytest.approx(expected)
     assert at10["lo"] < at10["mean"] < at10["hi"]
     assert final_value(g, "eval/accuracy", 4.0)["n"] == 0  # no eval before step 5
+
+
+def test_default_report_dir_is_inside_a_single_run_else_under_runs(tmp_path, monkeypatch):
+    from zerotir.analysis.cli import default_report_dir
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "r1"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert default_report_dir([str(run)]) == str(run / "analysis")
+    many = default_report_dir([str(run), str(tmp_path / "r2")])
+    assert many.startswith("runs/analysis-")
+    assert default_report_dir([str(tmp_path)]).startswith("runs/analysis-")   # a folder of runs

@@ -1,4 +1,4 @@
-"""`zerotir analyze RUN_DIR [RUN_DIR ...] --out REPORT_DIR [--x compute/flops]`: fit scaling laws to runs and write
+"""`zerotir analyze RUN_DIR [RUN_DIR ...] [--out REPORT_DIR] [--x compute/flops]`: fit scaling laws to runs and write
 the report."""
 
 from __future__ import annotations
@@ -10,9 +10,21 @@ import typer
 from zerotir.cli_common import fail
 
 
+def default_report_dir(run_dirs: list[str]) -> str:
+    """Where a report goes when --out is not given: inside the run for one run directory (as `zerotir demo` does),
+    else next to training runs; never the current directory's top level."""
+    import time
+    from pathlib import Path
+
+    if len(run_dirs) == 1 and (Path(run_dirs[0]) / "metrics.jsonl").is_file():
+        return str(Path(run_dirs[0]) / "analysis")
+    return str(Path("runs") / f"analysis-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
 def analyze_command(
     run_dirs: list[str] = typer.Argument(..., help="Run directories (or folders of run directories)."),
-    out: str = typer.Option("report", "--out", "-o", help="Report directory (created)."),
+    out: str = typer.Option("", "--out", "-o", help="Report directory (created). Default: RUN_DIR/analysis for one "
+                                                     "run directory, else runs/analysis-<time>."),
     bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the 95% CIs (0 = no CIs)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and cross-validation folds."),
     metric: list[str] = typer.Option([], "--metric", "-m",
@@ -39,6 +51,7 @@ def analyze_command(
 
     if bootstrap < 0:
         fail("--bootstrap must be ≥ 0")
+    out = out or default_report_dir(run_dirs)
     try:
         path = analyze(run_dirs, out, metrics=tuple(metric) or None, n_boot=bootstrap, seed=seed,
                        ignore=IGNORED_KEYS + tuple(ignore_key), x_offset=x_offset, x=x,
