@@ -146,20 +146,25 @@ _CONFIGURED = False
 
 
 def setup_logging(level: str = "INFO") -> None:
-    """Configure the 'zerotir' logger once: rich output on a terminal, plain lines otherwise."""
+    """Configure the 'zerotir' logger once: rich output on a terminal, plain unwrapped lines otherwise."""
     global _CONFIGURED
     logger = logging.getLogger("zerotir")
     logger.setLevel(level.upper())
     if _CONFIGURED:
         return
+    import sys
+
     try:
+        if not sys.stderr.isatty():  # logs, CI, study cells: one plain line per record (rich would wrap at 80)
+            raise ImportError
         from rich.logging import RichHandler
 
         handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
-    except ImportError:  # pragma: no cover
+    except ImportError:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                               datefmt="%H:%M:%S"))
     logger.addHandler(handler)
     # Propagation stays on: the root logger has no handler in a CLI run (no duplicates), and test/embedding
     # harnesses that listen on the root (pytest's caplog) still see zerotir's records.
