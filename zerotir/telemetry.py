@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -173,15 +172,3 @@ def setup_logging(level: str = "INFO") -> None:
 
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name.startswith("zerotir") else f"zerotir.{name}")
-
-
-def default_data_dir() -> Path:
-    """Benchmark/train data: $ZEROTIR_DATA, else ../shared/data next to the checkout, else ./data."""
-    env = os.environ.get("ZEROTIR_DATA")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parents[1]
-    for cand in (here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data", Path.cwd() / "data"):
-        if cand.is_dir():
-            return cand
-    return here.parent / "shared" / "data"

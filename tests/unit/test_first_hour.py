@@ -148,11 +148,12 @@ def test_shared_source_resolves_in_the_data_dir(tmp_path, monkeypatch):
         load_problems("shared:mini")
 
 
-def test_data_dir_default_is_telemetrys(monkeypatch):
-    from zerotir.telemetry import default_data_dir
+def test_data_dir_follows_the_env_var(monkeypatch, tmp_path):
+    monkeypatch.setenv("ZEROTIR_DATA", str(tmp_path))
+    assert data_dir() == tmp_path
+    from zerotir.eval.benchmarks import default_benchmark_dir
 
-    monkeypatch.delenv("ZEROTIR_DATA", raising=False)
-    assert data_dir() == default_data_dir()
+    assert default_benchmark_dir() == tmp_path / "benchmarks"   # eval reads the same dir
 
 
 def test_paper_preset_names_its_data_by_registry():

@@ -143,8 +143,8 @@ DATA_ENV = "ZEROTIR_DATA"
 
 
 def data_dir() -> Path:
-    """The shared data dir: $ZEROTIR_DATA, else ../shared/data next to the checkout or the current dir, else ./data.
-    The same rule as `telemetry.default_data_dir` (which `data` may not import; a test checks they agree)."""
+    """THE shared data dir (benchmarks, training sets): $ZEROTIR_DATA, else ../shared/data next to the checkout or
+    the current dir, else ./data."""
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)

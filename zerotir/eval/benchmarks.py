@@ -5,7 +5,7 @@
     load_benchmark("toy:heldout")                  # anything `zerotir.data.load_problems` accepts also works:
     load_benchmark("path/to/my_set.jsonl")         #   'toy:<split>', 'hf:<id>', a JSONL path
 
-The data dir defaults to `zerotir.telemetry.default_data_dir() / "benchmarks"` ($ZEROTIR_DATA/benchmarks, or
+The data dir defaults to `zerotir.data.data_dir() / "benchmarks"` ($ZEROTIR_DATA/benchmarks, or
 ../shared/data/benchmarks next to the checkout). Rows without a usable problem/answer are NOT silently dropped:
 they are listed in `Benchmark.skipped` (one line each, naming file/row/field) and the CLI reports them.
 Hub rows come in many shapes (question/problem, answer/final_answer, GSM8K's '#### 72', a boxed solution);
@@ -73,9 +73,9 @@ class Benchmark:
 
 
 def default_benchmark_dir() -> Path:
-    from zerotir.telemetry import default_data_dir
+    from zerotir.data import data_dir
 
-    return default_data_dir() / "benchmarks"
+    return data_dir() / "benchmarks"
 
 
 def known_benchmarks() -> list[str]:

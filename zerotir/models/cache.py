@@ -9,6 +9,7 @@ signature once, so the same code runs warning-free on both.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -21,5 +22,11 @@ def cache_kwarg(module: Any) -> str:
     base = getattr(module, "get_base_model", None)
     if callable(base):
         module = base()
-    params = inspect.signature(module.forward).parameters
+    return _kwarg_for(type(module))
+
+
+@functools.lru_cache(maxsize=None)
+def _kwarg_for(cls: type) -> str:
+    """Per model class, once: the learner asks on every forward, and inspect.signature is not free."""
+    params = inspect.signature(cls.forward).parameters
     return "cache" if "cache" in params else "past_key_values"

@@ -16,6 +16,9 @@ Process tree (isolation 'full'):
                            retires; if W dies (timeout, crash), L is the rollback)
 
 Killing A (the parent holds a pidfd) tears the whole namespace down: nothing outlives its context.
+
+Length: over 400 lines on purpose for now; splitting the sandbox by role (pool, isolation, quotas, service)
+is issue 15's sandbox v2, and its hostile table must keep passing through that split.
 """
 
 import array

@@ -2,6 +2,9 @@
 
 All I/O runs on one private asyncio loop in a background thread; `run` (any thread) and `arun` (any event loop)
 hand work to it, so the pool is safe to share between many threads and many asyncio tasks.
+
+Length: over 400 lines on purpose for now; splitting the sandbox by role (pool, isolation, quotas, service)
+is issue 15's sandbox v2, and its hostile table must keep passing through that split.
 """
 
 from __future__ import annotations

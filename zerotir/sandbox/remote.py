@@ -12,6 +12,9 @@ Endpoints (all JSON; every endpoint but /health needs `Authorization: Bearer <to
     DELETE /v1/sessions/{sid}                                  -> {"closed": true}
 
 The server binds loopback by default; sessions idle for `session_ttl_s` are closed.
+
+Length: over 400 lines on purpose for now; splitting the sandbox by role (pool, isolation, quotas, service)
+is issue 15's sandbox v2, and its hostile table must keep passing through that split.
 """
 
 from __future__ import annotations
