@@ -12,7 +12,8 @@ import pytest
 
 from zerotir.config import SandboxConfig
 from zerotir.sandbox import make_sandbox
-from zerotir.sandbox.remote import RemoteSandbox, make_app
+from zerotir.sandbox.client import RemoteSandbox
+from zerotir.sandbox.server import make_app
 
 pytestmark = pytest.mark.timeout(180)  # a hang becomes a failure with a traceback
 
