@@ -7,6 +7,8 @@ here. The pieces:
 
     loss = aggregate(per_token [B, R], mask [B, R], mode)                    # scalar
     loss, stats = policy_loss(logp, old_logp, adv, mask, clip_low=.2, clip_high=.28, agg="token_mean")
+    loss, stats = decoupled_policy_loss(logp, prox_logp, behav_logp, adv, mask, cap=2.0)   # AReaL, async batches
+    w, capped = behaviour_weights(prox_logp, behav_logp, mask, cap=2.0, mode="decoupled")  # [B, R] each
     kl = kl_estimate(logp, ref_logp, "k3")                                    # [B, R]
     ent = entropy_from_logits(logits)                                         # [B, R]
     vloss = value_loss(values, old_values, returns, mask, clip=0.2)           # scalar
@@ -24,6 +26,7 @@ import torch
 
 AGG_MODES: tuple[str, ...] = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum")
 KL_KINDS: tuple[str, ...] = ("k1", "k2", "k3")
+OFF_POLICY_MODES: tuple[str, ...] = ("truncated_is", "decoupled")
 
 
 def aggregate(x: torch.Tensor, mask: torch.Tensor, mode: str = "token_mean") -> torch.Tensor:
@@ -52,19 +55,45 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return aggregate(x, mask, "token_mean")
 
 
+def behaviour_weights(proximal_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor,
+                      cap: float, mode: str = "truncated_is") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token correction from the behaviour policy (that sampled) to the proximal one (the learner's, before the
+    update phase): w = exp(proximal - behaviour) = pi_prox / pi_behav, detached. [B, R] each → (weights, capped).
+
+      truncated_is  min(w, cap)                          truncated importance sampling: every token trains
+      decoupled     w where w <= cap, else 0             AReaL's decoupled PPO: a token the proximal policy finds
+                                                         far likelier than the behaviour one did is dropped
+    `capped` marks the sampled tokens where the cap acted. Masked positions get weight 0; the log-weight is selected
+    before exp, so garbage there cannot overflow. cap <= 0 means no correction (weight 1 on sampled tokens).
+    """
+    if mode not in OFF_POLICY_MODES:
+        raise ValueError(f"unknown off-policy objective {mode!r} (algo.off_policy): expected one of {OFF_POLICY_MODES}")
+    m = mask.bool()
+    zero = torch.zeros((), dtype=proximal_logprobs.dtype, device=proximal_logprobs.device)
+    if cap <= 0:
+        return m.to(proximal_logprobs.dtype), torch.zeros_like(m)
+    log_w = torch.where(m, proximal_logprobs - behaviour_logprobs, zero).detach()
+    w = torch.exp(log_w)
+    capped = (w > cap) & m
+    if mode == "truncated_is":
+        return torch.where(m, torch.clamp(w, max=cap), zero), capped
+    return torch.where(m & ~capped, w, zero), capped
+
+
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 *, clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float = 0.0, agg: str = "token_mean",
-                behaviour_logprobs: torch.Tensor | None = None, tis_cap: float = 0.0
-                ) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO clipped surrogate with separate low/high clip (clip-higher), optional dual clip and truncated IS.
+                behaviour_logprobs: torch.Tensor | None = None, tis_cap: float = 0.0,
+                off_policy: str = "truncated_is") -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO clipped surrogate with separate low/high clip (clip-higher), optional dual clip and behaviour correction.
 
     logprobs [B, R]            current policy log-probs of the response tokens (carries the gradient)
     old_logprobs [B, R]        log-probs of the policy the ratio is taken against (the behaviour policy recorded at
                                rollout, or the learner's recomputed "proximal" policy when behaviour_logprobs is given)
     advantages [B, R], mask [B, R] (1 on sampled tokens)
     behaviour_logprobs [B, R]  rollout log-probs when they differ from old_logprobs (engine mismatch, async
-                               staleness): each token's loss is weighted by min(exp(old - behaviour), tis_cap),
-                               detached (truncated importance sampling). Ignored when tis_cap <= 0.
+                               staleness): each token's loss is multiplied by `behaviour_weights(old, behaviour,
+                               mask, tis_cap, off_policy)`, detached: min(w, tis_cap) for 'truncated_is' (truncated
+                               importance sampling), w or 0 (w > tis_cap) for 'decoupled'. Ignored when tis_cap <= 0.
 
     Per token: ratio r = exp(logp - old); l = max(-A·r, -A·clip(r, 1-clip_low, 1+clip_high)); with dual_clip c > 1,
     l = min(l, -A·c) where A < 0 (bounds the loss of a negative-advantage token whose ratio exploded).
@@ -73,7 +102,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
       dual_clip_fraction  share where the dual-clip bound was taken
       approx_kl       mean k3 estimate of KL(old || current) on sampled tokens
       is_ratio_mean / is_ratio_max   current / behaviour probability ratio on sampled tokens
-      tis_clip_fraction  share of tokens whose IS weight hit tis_cap (0 without behaviour_logprobs)
+      tis_clip_fraction  share of tokens whose behaviour weight exceeded tis_cap (truncated, or dropped by
+                         'decoupled'); 0 without behaviour_logprobs
     """
     if dual_clip and dual_clip <= 1.0:
         raise ValueError(f"algo.dual_clip must be > 1 (or 0 = off), got {dual_clip}")
@@ -94,12 +124,10 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     tis_clipped = torch.zeros_like(m)
     is_log = log_ratio.detach()
     if behaviour_logprobs is not None:
-        beh_log = torch.where(m, old_logprobs - behaviour_logprobs, zero).detach()
-        is_log = is_log + beh_log
+        is_log = is_log + torch.where(m, old_logprobs - behaviour_logprobs, zero).detach()
         if tis_cap > 0:
-            w = torch.exp(beh_log)
-            tis_clipped = (w > tis_cap) & m
-            loss_tok = loss_tok * torch.clamp(w, max=tis_cap)
+            w, tis_clipped = behaviour_weights(old_logprobs, behaviour_logprobs, mask, tis_cap, off_policy)
+            loss_tok = loss_tok * w
     loss = aggregate(loss_tok, mask, agg)
     with torch.no_grad():
         n = m.sum().clamp(min=1)
@@ -115,6 +143,35 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
             "tis_clip_fraction": float(tis_clipped.sum() / n),
         }
     return loss, stats
+
+
+def decoupled_policy_loss(logprobs: torch.Tensor, proximal_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor,
+                          advantages: torch.Tensor, mask: torch.Tensor, *, cap: float, clip_low: float = 0.2,
+                          clip_high: float = 0.2, dual_clip: float = 0.0, agg: str = "token_mean"
+                          ) -> tuple[torch.Tensor, dict[str, float]]:
+    """AReaL's decoupled PPO objective (Fu et al. 2025) for stale batches; all tensors [B, R]:
+
+        loss = aggregate( w · max(-A·u, -A·clip(u, 1-clip_low, 1+clip_high)), mask )
+        u = pi_theta / pi_prox  (carries the gradient),   w = pi_prox / pi_behav  (detached; 0 where w > cap)
+
+    The trust region is taken around the proximal policy — the learner's weights before this update phase, whose
+    log-probs the learner computes at update time (`train.update.prepare_batch`) — not around the stale behaviour
+    policy that sampled, so a batch several versions old is not clipped against a policy the learner has left; w
+    corrects the sampling distribution from behaviour to proximal. Tokens over the cap are dropped (AReaL's
+    behav_imp_weight_cap), not truncated, and stay in the token count of the mean. This is `policy_loss` with
+    off_policy='decoupled'; `rl_objective` selects it by algo.off_policy.
+    """
+    return policy_loss(logprobs, proximal_logprobs, advantages, mask, clip_low=clip_low, clip_high=clip_high,
+                       dual_clip=dual_clip, agg=agg, behaviour_logprobs=behaviour_logprobs, tis_cap=cap,
+                       off_policy="decoupled")
+
+
+def check_objective_config(cfg) -> None:
+    """Raise ValueError naming the field when an AlgoConfig asks for an objective this module does not have."""
+    if cfg.off_policy not in OFF_POLICY_MODES:
+        raise ValueError(f"algo.off_policy={cfg.off_policy!r}: expected one of {OFF_POLICY_MODES}")
+    if cfg.loss_agg not in AGG_MODES:
+        raise ValueError(f"algo.loss_agg={cfg.loss_agg!r}: expected one of {AGG_MODES}")
 
 
 def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k3") -> torch.Tensor:
@@ -174,8 +231,8 @@ class LossInputs:
     mask                1 on sampled tokens (inserted tool tokens and padding are 0)
     entropy             current policy entropy per position (carries a gradient only when algo.entropy_coef > 0)
     proximal_logprobs   the learner's own log-probs before the update phase (off-policy batches) or None; when given,
-                        PPO's ratio is taken against them and each token is weighted by
-                        min(exp(proximal - behaviour), algo.tis_cap)
+                        PPO's ratio is taken against them and each token is weighted by `behaviour_weights`
+                        (algo.off_policy: min(proximal/behaviour, tis_cap), or AReaL's drop above tis_cap)
     ref_logprobs        reference-policy log-probs, or None (no KL term)
     values              current critic values (carries the critic gradient), or None (no critic)
     old_values          critic values at rollout (value clipping), with `values`
@@ -226,9 +283,12 @@ class LossStats:
 
 def rl_objective(inputs: LossInputs, algo) -> tuple[torch.Tensor, LossStats]:
     """The scalar loss to minimise and its statistics. `algo` is an `AlgoConfig` (read: clip_low, clip_high,
-    dual_clip, loss_agg, tis_cap, entropy_coef, kl_coef, kl_estimator, kl_in_reward, value_coef, value_clip).
+    dual_clip, loss_agg, tis_cap, off_policy, entropy_coef, kl_coef, kl_estimator, kl_in_reward, value_coef,
+    value_clip).
 
-        total = policy_loss                                         PPO clipped surrogate (see `policy_loss`)
+        total = policy_loss                                         PPO clipped surrogate (see `policy_loss`); with
+                                                                    proximal log-probs and off_policy='decoupled'
+                                                                    it is `decoupled_policy_loss`
               - entropy_coef · aggregate(entropy)                   when entropy_coef > 0
               + kl_coef · aggregate(kl_estimate(logp, ref))         when ref_logprobs is given, kl_coef > 0 and the
                                                                     KL is not folded into the reward (kl_in_reward)
@@ -240,7 +300,8 @@ def rl_objective(inputs: LossInputs, algo) -> tuple[torch.Tensor, LossStats]:
     old = x.behaviour_logprobs if x.proximal_logprobs is None else x.proximal_logprobs
     behaviour = None if x.proximal_logprobs is None else x.behaviour_logprobs
     policy, st = policy_loss(x.logprobs, old, x.advantages, m, clip_low=algo.clip_low, clip_high=algo.clip_high,
-                             dual_clip=algo.dual_clip, agg=agg, behaviour_logprobs=behaviour, tis_cap=algo.tis_cap)
+                             dual_clip=algo.dual_clip, agg=agg, behaviour_logprobs=behaviour, tis_cap=algo.tis_cap,
+                             off_policy=algo.off_policy)
     total = policy
     ent = aggregate(x.entropy, m, agg)
     if algo.entropy_coef > 0:

@@ -159,13 +159,28 @@ class AlgoConfig:
     value_coef: float = 0.5
     """Weight of the critic loss."""
     tis_cap: float = 2.0
-    """Truncated importance sampling cap for behaviour/learner mismatch (0 = off)."""
+    """Cap on the behaviour correction weight proximal/behaviour of off-policy batches (0 = off: PPO's ratio is
+    then taken against the rollout's own log-probs). How it is applied is `off_policy`."""
+    off_policy: str = "truncated_is"
+    """Objective for off-policy batches (async staleness > 0, a non-HF engine, several minibatches/epochs; needs
+    tis_cap > 0). Both clip PPO's ratio against the learner's proximal log-probs (its weights before the update
+    phase) and weight each token by w = proximal/behaviour: 'truncated_is' uses min(w, tis_cap); 'decoupled'
+    (AReaL's decoupled PPO) uses w and drops tokens with w > tis_cap (weight 0, still counted in the mean)."""
     dynamic_sampling: bool = False
     """Drop groups whose samples are all right or all wrong and refill from the next prompts."""
     drop_sandbox_errors: bool = True
     """Drop trajectories whose tool calls hit a sandbox infrastructure failure."""
     overlong_filter: bool = False
     """Mask out truncated (finish reason 'length') responses from the loss."""
+    filters: list[str] = field(default_factory=list)
+    """Tool-outcome filters, applied in this order after the sandbox-error drop and before the overlong filter and
+    dynamic sampling (`algos.filters.TOOL_FILTERS`): 'roc' (GRPO-RoC: oversample, keep the correct trajectories
+    with the fewest tool errors and format issues, down-sample failures in proportion) and 'void_turns' (drop
+    trajectories whose last turn produced neither a code block nor a final answer). Advantages see the kept set
+    only."""
+    roc_oversample: int = 2
+    """With the 'roc' filter: the rollout samples roc_oversample x rollout.n_samples responses per prompt and the
+    filter keeps rollout.n_samples of them."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from zerotir.algos.filters import filter_trajectories, needs_refill
+from zerotir.algos.filters import check_filter_config, filter_trajectories, needs_refill
 from zerotir.config import Config, save_config
 from zerotir.metrics import step_row
 from zerotir.records import FilterResult, RolloutResult, rollout_seed
@@ -48,11 +48,14 @@ def validate_inputs(cfg: Config):
     if not train_set:
         raise DataError(f"{cfg.data.train}: no training problems")
     from zerotir.algos.advantages import check_algo_config
+    from zerotir.algos.losses import check_objective_config
     from zerotir.models import load_tokenizer
     from zerotir.rollout.tir import check_budgets
 
     check_budgets(cfg.rollout, load_tokenizer(check_model_dir(cfg.model.path)), cfg.rollout.max_tool_calls)
     check_algo_config(cfg.algo)
+    check_filter_config(cfg.algo)
+    check_objective_config(cfg.algo)
     t = cfg.train
     if t.prompts_per_step < 1 or cfg.rollout.n_samples < 1 or t.ppo_epochs < 1 or t.minibatches < 1:
         raise ValueError("train.prompts_per_step, rollout.n_samples, train.ppo_epochs and train.minibatches must be >= 1")
@@ -194,7 +197,7 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
                 t0, cpu0 = time.perf_counter(), cpu_seconds()
                 # ---- rollout + reward (launched ahead in async mode) → filter
                 rollout = pipe.get(step, version=step - 1, last_step=t.steps)
-                filtered = filter_trajectories(rollout.trajectories, a)
+                filtered = filter_trajectories(rollout.trajectories, a, group_size=cfg.rollout.n_samples)
                 # ---- dynamic sampling: refill from the next prompts until enough groups survive
                 for refill in range(1, MAX_REFILLS + 1 if a.dynamic_sampling else 1):
                     if not (short := needs_refill(filtered.kept, t.prompts_per_step)):
@@ -202,7 +205,8 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
                     more = backend.launch(step, sampler.take(short), refill * t.prompts_per_step,
                                           rollout_seed(t.seed, step, refill)).result()
                     rollout = RolloutResult.concat([rollout, more])
-                    filtered = FilterResult.concat([filtered, filter_trajectories(more.trajectories, a)])
+                    filtered = FilterResult.concat([filtered, filter_trajectories(more.trajectories, a,
+                                                                                  group_size=cfg.rollout.n_samples)])
                 # ---- loud infrastructure failures: warn each bad step, stop (with a checkpoint) after several
                 if problems := health.check(step, rollout, filtered):
                     if not (run / CKPT_SUBDIR / checkpoint_name(step - 1)).exists():   # the last good step's weights
