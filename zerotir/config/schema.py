@@ -80,6 +80,21 @@ class RolloutConfig:
     """Maximum sequences decoded together by the engine (continuous batching slot count)."""
     engine: str = "hf"
     """Generation engine: 'hf' (own KV-cache loop, CPU/GPU) or 'vllm' (GPU)."""
+    branch_factor: int = 1
+    """Tree rollouts: continuations a trajectory forks into after a tool output (K; 1 = no branching). The children
+    share the prefix tokens (the engine's cache rows copied, not recomputed) and the interpreter state (Session.fork);
+    each leaf is a trajectory of the prompt's group (see zerotir/rollout/tree.py)."""
+    branch_at: str = "every_tool_output"
+    """Where to branch: 'every_tool_output' (after each executed call's output) or 'entropy' (only where the entropy of
+    the next-token sampling distribution after the output is >= branch_entropy_threshold)."""
+    branch_entropy_threshold: float = 1.0
+    """Entropy in nats above which branch_at='entropy' branches."""
+    branch_max_points: int = 1
+    """Branch points along one path from the root (tree depth)."""
+    branch_max_leaves: int = 4
+    """Leaves one root chain (one of the n_samples) may end in: a node with a budget of L leaves forks into
+    min(branch_factor, L) children that split L evenly, so a prompt yields at most n_samples·branch_max_leaves
+    trajectories."""
 
 
 @dataclass

@@ -10,8 +10,11 @@ appended) while the others keep decoding — continuous batching:
             ...                            # out.token_ids, out.logprobs, out.raw_logprobs, out.finish_reason
 
 Optional extras an engine may offer (the TIR loop uses them when present): `release(request_id)` drops a paused
-request's cached state once its trajectory ends; `GenerationRequest.prefix_of` / `SamplingParams.stop_at_code_block`
-are hints/features documented on the fields.
+request's cached state once its trajectory ends; `fork(request_id, new_ids)` makes a paused request's cached state
+the starting point of several continuations (tree rollouts: each `new_id` may then be named by one continuation's
+`prefix_of`; the engine copies the cached rows instead of recomputing the prefix); `GenerationRequest.prefix_of`,
+`SamplingParams.stop_at_code_block` / `park` / `return_entropy` are hints/features documented on the fields.
+An engine without an extra is still correct: it recomputes what it cannot reuse.
 
 Log-prob contract: `logprobs[i]` is log p(token_i) under the distribution actually sampled from (after temperature,
 top-k, top-p renormalisation; for greedy it is the untempered log-prob); `raw_logprobs[i]` is the untempered model
@@ -20,6 +23,7 @@ log-prob log softmax(logits)[token_i]. Both have len(token_ids) entries.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,6 +47,11 @@ class SamplingParams:
     """Also stop right after the token that completes the CODE_CLOSE of a python block opened in this request's
     output (zerotir.rollout.format), finish_reason 'stop' with stop_string CODE_CLOSE. Engines without it may pass
     CODE_CLOSE as a plain stop string instead: the TIR loop continues after a close that ends no python block."""
+    park: bool = False
+    """Keep this request's cache after it finishes for any reason (by default only a stop-string finish parks it), so
+    that a continuation or `fork` can start from it. A hint."""
+    return_entropy: bool = False
+    """Report `GenerationOutput.entropies`: the entropy (nats) of the distribution each token was sampled from."""
 
 
 @dataclass
@@ -66,6 +75,9 @@ class GenerationOutput:
     finish_reason: str
     """'eos' (EOS / stop token id), 'stop' (a stop string; see `stop_string`) or 'length' (max_new_tokens)."""
     stop_string: str | None = None
+    entropies: list[float] | None = None
+    """With `SamplingParams.return_entropy` (engines that support it): entropy of the sampling distribution (after
+    temperature / top-k / top-p) at each sampled token; None otherwise."""
 
 
 @runtime_checkable
@@ -96,3 +108,49 @@ class Engine(Protocol):
 
     @property
     def policy_version(self) -> int: ...
+
+
+class EnginePump:
+    """Drives a step-wise Engine from asyncio: `await pump.generate(req)` resolves when the request finishes.
+    `submit(req)` adds a request at once and returns its future: requests submitted together (the children of a
+    branch point) join the same engine step, so the engine can prefill their shared context once."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+        self.futures: dict[str, asyncio.Future] = {}
+        self.wake = asyncio.Event()
+        self.closed = False
+
+    def submit(self, req: GenerationRequest) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self.futures[req.request_id] = fut
+        self.engine.add_request(req)
+        self.wake.set()
+        return fut
+
+    async def generate(self, req: GenerationRequest) -> GenerationOutput:
+        return await self.submit(req)
+
+    async def run(self) -> None:
+        while not self.closed:
+            if self.engine.has_unfinished():
+                try:
+                    outs = self.engine.step()
+                except BaseException as e:  # surface engine failures in every waiting trajectory
+                    for f in self.futures.values():
+                        if not f.done():
+                            f.set_exception(e)
+                    self.futures.clear()
+                    raise
+                for out in outs:
+                    fut = self.futures.pop(out.request_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(out)
+                await asyncio.sleep(0)  # let finished sandbox calls and new requests in
+            else:
+                self.wake.clear()
+                await self.wake.wait()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()

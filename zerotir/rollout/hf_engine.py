@@ -7,7 +7,10 @@ per-row position ids. A finished request frees its row (the last row moves into 
 by a prefill forward into a fresh row. A request that stopped on a stop string (typically a python block waiting
 for its tool) parks its cache; the continuation (`GenerationRequest.prefix_of`) reuses it and only prefills the
 inserted tokens. Requests that join together with the same context (a prompt's G samples) are prefilled once: the
-other rows copy the first one's cache row and last logits.
+other rows copy the first one's cache row and last logits. Tree rollouts: `fork(request_id, new_ids)` lets K
+continuations start from one parked cache; submitted together they are prefilled once (the tool block only), the
+other K-1 rows copy that row — the shared prefix is never recomputed (`stats['forward_tokens']` counts every fed
+token, so tests can check it).
 
 Works with any HF causal LM whose attention layers call `cache.update(k, v, layer_idx)` (HF's `Cache` API; the
 cache goes in by the keyword the model's forward names, `models.cache.cache_kwarg`) and accept a prepared mask
@@ -30,7 +33,7 @@ from zerotir.models.cache import cache_kwarg
 from zerotir.models.masks import mask_plan
 from zerotir.rollout.engine import GenerationOutput, GenerationRequest
 from zerotir.rollout.kv_cache import SlotCache
-from zerotir.rollout.sampling import sample_from_logits
+from zerotir.rollout.sampling import filter_logits, sample_from_logits
 from zerotir.rollout.textstream import IncrementalDetokenizer, StopMatcher, fast_decoder
 from zerotir.rollout.threads import ThreadTuner
 
@@ -47,6 +50,7 @@ class _Seq:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
 
     @property
     def all_ids(self) -> list[int]:
@@ -139,6 +143,19 @@ class HFEngine:
     def release(self, request_id: str) -> None:
         """Drop the parked cache of a finished request (its trajectory will not continue)."""
         self._parked.pop(request_id, None)
+
+    def fork(self, request_id: str, new_ids: list[str]) -> bool:
+        """Make the parked cache of `request_id` the starting point of one continuation per id in `new_ids` (each
+        names its id in `prefix_of`); the original id is dropped. The saved keys/values are shared, not copied, until
+        a continuation is admitted (then its row is copied in). False when nothing is parked under `request_id`."""
+        entry = self._parked.pop(request_id, None)
+        if entry is None:
+            return False
+        for nid in new_ids:
+            self._parked[nid] = entry
+        while len(self._parked) > self.max_parked:
+            self._parked.popitem(last=False)
+        return True
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
         for r in requests:
@@ -233,7 +250,8 @@ class HFEngine:
                 finished.append(out)
                 done_rows.append(row)
         if done_rows:
-            self._remove_rows(done_rows, park={i for i, o in zip(done_rows, finished) if o.finish_reason == "stop"})
+            self._remove_rows(done_rows, park={i for i, o in zip(done_rows, finished)
+                                               if o.finish_reason == "stop" or self._rows[i].request.params.park})
         return finished
 
     def _seed_for(self, req: GenerationRequest) -> int:
@@ -242,18 +260,21 @@ class HFEngine:
     def _split_shared_contexts(self, admitted: list[tuple[GenerationRequest, int]]) -> tuple[list, list]:
         """Requests joining together with the same context (the G samples of one prompt) are prefilled once: the
         first is a leader (forwarded), the others follow it (its cache row and logits are copied). Returns
-        (leaders, followers as (request, seed, index of the leader)). A request continuing a parked cache leads."""
+        (leaders, followers as (request, seed, index of the leader)). A request continuing a parked cache leads,
+        unless its leader continues the same parked cache (the children of a `fork`)."""
         leaders: list[tuple[GenerationRequest, int]] = []
         followers: list[tuple[GenerationRequest, int, int]] = []
         first: dict[tuple[int, ...], int] = {}
+        source: list[Any] = []  # per leader: the parked entry it continues (None for a fresh prefill)
         for req, seed in admitted:
             key = tuple(req.context_ids)
-            resumes = getattr(req, "prefix_of", None) in self._parked
-            if self.share_prefill and key in first and not resumes:
+            parked = self._parked.get(getattr(req, "prefix_of", None) or "")
+            if self.share_prefill and key in first and (parked is None or parked is source[first[key]]):
                 followers.append((req, seed, first[key]))
                 continue
             first.setdefault(key, len(leaders))
             leaders.append((req, seed))
+            source.append(parked)
         return leaders, followers
 
     def _join_followers(self, followers: list[tuple[GenerationRequest, int, int]], n_old: int,
@@ -261,7 +282,7 @@ class HFEngine:
         """Admit followers after the leaders' forward: copy each leader's cache row, sample from its logits."""
         first_row = len(self._rows)
         lead_rows = [n_old + j for _, _, j in followers]
-        seqs = [self._admit(req, seed) for req, seed, _ in followers]
+        seqs = [self._admit(req, seed, load=False) for req, seed, _ in followers]
         length = max(self._rows[r].kv_len for r in lead_rows)
         self._cache.copy_rows(lead_rows, list(range(first_row, first_row + len(seqs))), length)
         for s, r in zip(seqs, lead_rows):
@@ -269,7 +290,7 @@ class HFEngine:
         self.stats["shared_prefill_tokens"] += sum(s.kv_len for s in seqs)
         return self._sample(first_row, torch.stack([lead_logits[r] for r in lead_rows]))
 
-    def _admit(self, req: GenerationRequest, seed: int) -> _Seq:
+    def _admit(self, req: GenerationRequest, seed: int, load: bool = True) -> _Seq:
         p = req.params
         gen = None
         if p.temperature > 0:
@@ -282,10 +303,11 @@ class HFEngine:
         row = len(self._rows)
         self._rows.append(seq)
         parked = self._parked.pop(req.prefix_of, None) if getattr(req, "prefix_of", None) else None
-        if parked is not None and len(parked.ids) < len(req.context_ids) \
+        if load and parked is not None and len(parked.ids) <= len(req.context_ids) \
                 and req.context_ids[:len(parked.ids)] == parked.ids:
             self._cache.load_row(row, parked.kv)
-            seq.kv_len = len(parked.ids)
+            # at least the last context token is fed again: its logits give the first new token
+            seq.kv_len = min(len(parked.ids), len(req.context_ids) - 1)
             self.stats["reused_tokens"] += seq.kv_len
         return seq
 
@@ -319,6 +341,11 @@ class HFEngine:
                 torch.rand(vocab, generator=s.generator, device=self.device) if s.generator is not None
                 else torch.full((vocab,), 0.5, device=self.device) for s in seqs])
         tokens, lp, raw = sample_from_logits(logits, temp, top_k, top_p, uniforms)
+        if any(p.return_entropy for p in ps):
+            ent = sampling_entropy(logits, temp, top_k, top_p).tolist()
+            for s, p, e in zip(seqs, ps, ent):
+                if p.return_entropy:
+                    s.entropies.append(float(e))
         return [(r0 + i, int(t), float(a), float(r)) for i, (t, a, r) in
                 enumerate(zip(tokens.tolist(), lp.tolist(), raw.tolist()))]
 
@@ -336,7 +363,8 @@ class HFEngine:
                 reason = "length"
         if reason is None:
             return None
-        return GenerationOutput(s.request.request_id, list(s.tokens), list(s.logprobs), list(s.raw), reason, stop)
+        return GenerationOutput(s.request.request_id, list(s.tokens), list(s.logprobs), list(s.raw), reason, stop,
+                                list(s.entropies) if p.return_entropy else None)
 
     def _remove_rows(self, rows: list[int], park: set[int] = frozenset()) -> None:
         for i in sorted(rows, reverse=True):
@@ -351,3 +379,12 @@ class HFEngine:
                 self._cache.move_row(last, i, self._rows[last].kv_len)
                 self._rows[i] = self._rows[last]
             self._rows.pop()
+
+
+def sampling_entropy(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor,
+                     top_p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the distribution each row samples from: logits [B, V] → [B]. Greedy rows (temperature <= 0)
+    get the entropy of the untempered distribution."""
+    logp = filter_logits(logits.float(), temperature, top_k, top_p).log_softmax(dim=-1)
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)

@@ -18,148 +18,44 @@ Exactness (the invariants of `zerotir.types.Trajectory`):
     is '', the trajectory stops).
   * a sandbox infrastructure failure (status 'sandbox_error') is never shown to the model: the trajectory ends there,
     the call gets an empty tool segment, and `trajectory.sandbox_error` is set so training can drop it.
+
+Tree rollouts (`rollout.branch_factor` > 1): after a tool output a trajectory may fork into K children that copy its
+builder (tokens, mask, log-probs, segments, calls, counters) and continue on their own; `zerotir.rollout.tree`
+decides where and how many, and says what the children share. Every leaf is a complete Trajectory with the
+invariants above; `rollout_tree` also returns each leaf's position in its tree.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from zerotir.config import RolloutConfig
-from zerotir.rollout.engine import GenerationOutput, GenerationRequest, SamplingParams
-from zerotir.rollout.format import CODE_CLOSE, TRUNCATION_MARKER, format_tool_output
+from zerotir.rollout import tree
+from zerotir.rollout.engine import EnginePump, GenerationRequest, SamplingParams
+from zerotir.rollout.format import CODE_CLOSE
 from zerotir.rollout.templates import encode_prompt
 from zerotir.rollout.textstream import find_code_block
+from zerotir.rollout.toolblock import Block, encode_text, marker_tokens, min_block_tokens, render_result, tokenize_block
+from zerotir.rollout.tree import LeafInfo
 from zerotir.types import ExecResult, Problem, Segment, ToolCall, Trajectory
 
-
-# ------------------------------------------------------------------------------------------ tool output text
-
-
-def render_result(r: ExecResult) -> str:
-    """What the model sees for an executed call (never called for 'sandbox_error')."""
-    text = r.stdout
-    if r.status != "ok" and r.stderr:
-        text += ("" if not text or text.endswith("\n") else "\n") + r.stderr
-    sep = "" if not text or text.endswith("\n") else "\n"
-    if r.status == "timeout":
-        text += sep + "TimeoutError: execution timed out"
-    elif r.status == "oom":
-        text += sep + "MemoryError: out of memory"
-    elif r.status == "killed":
-        text += sep + f"Killed (signal {r.signal})" if r.signal is not None else sep + "Killed"
-    return text
-
-
-def encode_text(tokenizer: Any, text: str) -> list[int]:
-    """`tokenizer.encode(text, add_special_tokens=False)`; fast tokenizers via their Rust backend directly (the same
-    ids without the Python wrapper, which costs more than the encoding of a short tool output)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return backend.encode(text, add_special_tokens=False).ids
-    return list(tokenizer.encode(text, add_special_tokens=False))
-
-
-def min_block_tokens(tokenizer: Any) -> int:
-    """Tokens of the smallest output block (the truncation marker alone): with less room left, code is not run."""
-    return len(encode_text(tokenizer, format_tool_output(TRUNCATION_MARKER)))
-
-
-@dataclass
-class Block:
-    ids: list[int]
-    """Token ids of the whole inserted block (OUTPUT_OPEN … OUTPUT_CLOSE)."""
-    shown: str
-    """The output text inside the block (after truncation, with the marker if cut)."""
-    truncated: bool
-
-
-def tokenize_block(tokenizer: Any, output: str, max_output_tokens: int, max_block_tokens: int,
-                   force_marker: bool = False) -> Block | None:
-    """Tokenize `format_tool_output(shown)` on its own, where `shown` is `output` cut so that its own tokens (marker
-    included) are at most `max_output_tokens` and the whole block is at most `max_block_tokens`. When cut (or
-    `force_marker`, e.g. the sandbox already capped the bytes) `shown` ends with TRUNCATION_MARKER.
-    Returns None when even a block holding only the marker does not fit `max_block_tokens`."""
-    shown = output.rstrip("\n")
-    if not force_marker:
-        ids = encode_text(tokenizer, shown)
-        if len(ids) <= max_output_tokens:
-            block = encode_text(tokenizer, format_tool_output(shown))
-            if len(block) <= max_block_tokens:
-                return Block(block, shown, False)
-    ids = encode_text(tokenizer, shown)
-    k = min(len(ids), max_output_tokens)
-    while True:
-        # decode(ids[:k]) may end in half a character: drop it rather than show a replacement char
-        cut = tokenizer.decode(ids[:k], skip_special_tokens=True).rstrip("\ufffd") if k > 0 else ""
-        cand = cut + TRUNCATION_MARKER
-        n_out = len(encode_text(tokenizer, cand))
-        block = encode_text(tokenizer, format_tool_output(cand))
-        over = max(n_out - max_output_tokens, len(block) - max_block_tokens)
-        if over <= 0:
-            return Block(block, cand.rstrip("\n"), True)
-        if k == 0:
-            return None
-        k = max(0, k - over)
-
-
-def marker_tokens(tokenizer: Any) -> int:
-    return len(encode_text(tokenizer, TRUNCATION_MARKER))
-
-
-# ------------------------------------------------------------------------------------------ engine pump
-
-
-class EnginePump:
-    """Drives a step-wise Engine from asyncio: `await pump.generate(req)` resolves when the request finishes."""
-
-    def __init__(self, engine: Any):
-        self.engine = engine
-        self.futures: dict[str, asyncio.Future] = {}
-        self.wake = asyncio.Event()
-        self.closed = False
-
-    async def generate(self, req: GenerationRequest) -> GenerationOutput:
-        fut = asyncio.get_running_loop().create_future()
-        self.futures[req.request_id] = fut
-        self.engine.add_request(req)
-        self.wake.set()
-        return await fut
-
-    async def run(self) -> None:
-        while not self.closed:
-            if self.engine.has_unfinished():
-                try:
-                    outs = self.engine.step()
-                except BaseException as e:  # surface engine failures in every waiting trajectory
-                    for f in self.futures.values():
-                        if not f.done():
-                            f.set_exception(e)
-                    self.futures.clear()
-                    raise
-                for out in outs:
-                    fut = self.futures.pop(out.request_id, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(out)
-                await asyncio.sleep(0)  # let finished sandbox calls and new requests in
-            else:
-                self.wake.clear()
-                await self.wake.wait()
-
-    def close(self) -> None:
-        self.closed = True
-        self.wake.set()
+__all__ = ["rollout", "arollout", "rollout_tree", "arollout_tree", "TreeRollout", "check_budgets", "Block",
+           "encode_text", "marker_tokens", "min_block_tokens", "render_result", "tokenize_block"]
 
 
 # ------------------------------------------------------------------------------------------ one trajectory
 
 
-def _request_seed(seed: int | None, group_id: int, sample_index: int, turn: int) -> int | None:
+def _request_seed(seed: int | None, group_id: int, sample_index: int, turn: int | str,
+                  path: tuple[int, ...] = ()) -> int | None:
     if seed is None:
         return None
-    h = hashlib.blake2b(f"{seed}/{group_id}/{sample_index}/{turn}".encode(), digest_size=8).digest()
+    key = f"{seed}/{group_id}/{sample_index}/{turn}" + (f"/{'.'.join(map(str, path))}" if path else "")
+    h = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(h, "little") >> 1
 
 
@@ -205,42 +101,117 @@ class _Builder:
             self.segments.append(Segment(kind, start, len(self.ids)))
         return len(self.segments) - 1
 
+    def copy(self) -> "_Builder":
+        """An independent copy (a branch's child: `add` extends the last segment in place, so segments are new)."""
+        return _Builder(list(self.ids), list(self.mask), list(self.lps), list(self.raws),
+                        [Segment(s.kind, s.start, s.end) for s in self.segments])
 
-async def _one_trajectory(pump: EnginePump, sandbox: Any, cfg: RolloutConfig, problem: Problem, prompt_text: str,
-                          prompt_ids: list[int], group_id: int, sample_index: int, max_tool_calls: int,
-                          seed: int | None, policy_version: int) -> Trajectory:
-    engine = pump.engine
+
+@dataclass
+class _Walk:
+    """One trajectory in progress (a node of a tree rollout): what a branch point copies into each child."""
+
+    b: _Builder = field(default_factory=_Builder)
+    calls: list[ToolCall] = field(default_factory=list)
+    executed: int = 0
+    session: Any = None
+    turn: int = 0
+    prev_req: str | None = None
+    turn_start: int = 0
+    """Response index where the current model turn (since the last inserted block) begins."""
+    path: tuple[int, ...] = ()
+    branch_points: tuple[int, ...] = ()
+    budget: int = 1
+    """Leaves this node may still end in (tree.root_budget at the root)."""
+
+    def child(self, index: int, session: Any, budget: int) -> "_Walk":
+        return _Walk(self.b.copy(), [dataclasses.replace(c) for c in self.calls], self.executed, session, self.turn,
+                     self.prev_req, self.turn_start, self.path + (index,), self.branch_points + (len(self.b.ids),),
+                     budget)
+
+
+@dataclass
+class _Root:
+    """What every node of one root chain shares."""
+
+    pump: EnginePump
+    sandbox: Any
+    cfg: RolloutConfig
+    problem: Problem
+    prompt_text: str
+    prompt_ids: list[int]
+    group_id: int
+    root: int
+    max_tool_calls: int
+    seed: int | None
+    policy_version: int
+
+
+def _request(x: _Root, w: _Walk, room: int, prefix_of: str | None, probe: bool = False) -> GenerationRequest:
+    cfg = x.cfg
+    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                            max_new_tokens=1 if probe else min(cfg.max_new_tokens_per_turn, room),
+                            stop_strings=list(cfg.stop_strings), stop_at_code_block=True, park=probe,
+                            return_entropy=probe,
+                            seed=_request_seed(x.seed, x.group_id, x.root, f"{w.turn}probe" if probe else w.turn,
+                                               w.path))
+    path = ".".join(map(str, w.path))
+    rid = f"g{x.group_id}-s{x.root}-p{path}-t{w.turn}{'-probe' if probe else ''}-{id(w.b)}"
+    return GenerationRequest(rid, x.prompt_ids + w.b.ids, params, prefix_of=prefix_of)
+
+
+async def _branch(x: _Root, w: _Walk) -> list[tuple[Trajectory, LeafInfo]] | None:
+    """After a tool output: fork `w` into the children `tree` allows here, run them, return their leaves; None when
+    `w` does not branch here. The children's first requests are submitted together (one engine step)."""
+    room = x.cfg.max_total_tokens - len(w.b.ids)
+    k = tree.children(x.cfg, len(w.path), w.budget, room)
+    if k < 2:
+        return None
+    if x.cfg.branch_at == "entropy":
+        out = await x.pump.generate(_request(x, w, room, w.prev_req, probe=True))
+        w.prev_req = out.request_id  # the probe parked the whole context's cache: the continuation(s) start there
+        if not tree.entropy_gate(out, x.cfg.branch_entropy_threshold):
+            return None
+    sessions = await tree.fork_sessions(w.session, k)
+    kids = [w.child(i, s, n) for i, (s, n) in enumerate(zip(sessions, tree.split_budget(w.budget, k)))]
+    prefix = tree.fork_cache(x.pump.engine, w.prev_req, [f"{w.prev_req}/b{i}" for i in range(k)])
+    w.session = w.prev_req = None  # handed to the children (they close / release them)
+    firsts = [(req.request_id, x.pump.submit(req)) for req in
+              (_request(x, kid, room, pre) for kid, pre in zip(kids, prefix))]
+    parts = await asyncio.gather(*(_grow(x, kid, first) for kid, first in zip(kids, firsts)))
+    return [leaf for part in parts for leaf in part]
+
+
+async def _grow(x: _Root, w: _Walk, first: tuple[str, asyncio.Future] | None = None
+                ) -> list[tuple[Trajectory, LeafInfo]]:
+    """Run one trajectory (a tree node) to its end, or to a branch point (then its children's leaves)."""
+    cfg = x.cfg
+    engine = x.pump.engine
     tok = engine.tokenizer
     min_block = min_block_tokens(tok)
-    b = _Builder()
-    calls: list[ToolCall] = []
-    executed = 0
-    session = None
+    b, calls = w.b, w.calls
     sandbox_error = False
     finish = None
-    turn = 0
-    prev_req: str | None = None
-    turn_start = 0  # response index where the current model turn (since the last inserted block) begins
     try:
         while finish is None:
             room = cfg.max_total_tokens - len(b.ids)
             if room <= 0:
                 finish = "length"
                 break
-            params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                                    max_new_tokens=min(cfg.max_new_tokens_per_turn, room),
-                                    stop_strings=list(cfg.stop_strings), stop_at_code_block=True,
-                                    seed=_request_seed(seed, group_id, sample_index, turn))
-            rid = f"g{group_id}-s{sample_index}-t{turn}-{id(b)}"
-            out = await pump.generate(GenerationRequest(rid, prompt_ids + b.ids, params, prefix_of=prev_req))
-            prev_req, turn = rid, turn + 1
+            if first is None:
+                req = _request(x, w, room, w.prev_req)
+                rid, out = req.request_id, await x.pump.generate(req)
+            else:  # a branch child: its first request was submitted with its siblings'
+                (rid, fut), first = first, None
+                out = await fut
+            w.prev_req, w.turn = rid, w.turn + 1
             b.add("model", list(out.token_ids), out.logprobs, out.raw_logprobs)
             if out.finish_reason == "eos":
                 finish = "eos"
                 break
             block = None
             if out.finish_reason == "stop" and out.stop_string == CODE_CLOSE:
-                turn_text = tok.decode(b.ids[turn_start:], skip_special_tokens=False)
+                turn_text = tok.decode(b.ids[w.turn_start:], skip_special_tokens=False)
                 block = find_code_block(turn_text)
             if block is None:
                 if out.finish_reason == "length":
@@ -251,7 +222,7 @@ async def _one_trajectory(pump: EnginePump, sandbox: Any, cfg: RolloutConfig, pr
                 continue
             code = block[0]
             room = cfg.max_total_tokens - len(b.ids)
-            if executed >= max_tool_calls:
+            if w.executed >= x.max_tool_calls:
                 msg = cfg.tool_budget_message
                 if not msg:
                     calls.append(ToolCall(code=code, status="skipped", executed=False))
@@ -265,15 +236,15 @@ async def _one_trajectory(pump: EnginePump, sandbox: Any, cfg: RolloutConfig, pr
                 seg = b.add("tool", blk.ids)
                 calls.append(ToolCall(code=code, status="skipped", output=blk.shown, executed=False,
                                       output_tokens=len(blk.ids), truncated=blk.truncated, output_segment=seg))
-                turn_start = len(b.ids)
+                w.turn_start = len(b.ids)
                 continue
             if min_block > room:
                 finish = "length"  # no room left for any output block: the code is not run
                 break
-            if cfg.stateful_tools and session is None:
-                session = sandbox.session()
-            result = await _execute(sandbox, session if cfg.stateful_tools else None, code)
-            executed += 1
+            if cfg.stateful_tools and w.session is None:
+                w.session = x.sandbox.session()
+            result = await _execute(x.sandbox, w.session if cfg.stateful_tools else None, code)
+            w.executed += 1
             if result.status == "sandbox_error":
                 seg = b.add("tool", [])
                 calls.append(ToolCall(code=code, status="sandbox_error", output="", executed=True,
@@ -287,22 +258,26 @@ async def _one_trajectory(pump: EnginePump, sandbox: Any, cfg: RolloutConfig, pr
             calls.append(ToolCall(code=code, status=result.status, output=blk.shown, executed=True,
                                   duration_s=result.duration_s, output_tokens=len(blk.ids),
                                   truncated=blk.truncated, output_segment=seg))
-            turn_start = len(b.ids)
+            w.turn_start = len(b.ids)
+            leaves = await _branch(x, w)
+            if leaves is not None:
+                return leaves
     finally:
-        if session is not None:
+        if w.session is not None:
             try:
-                await asyncio.to_thread(session.close)  # closing may block on the sandbox; keep decoding
+                await asyncio.to_thread(w.session.close)  # closing may block on the sandbox; keep decoding
             except Exception:  # noqa: BLE001 — closing a dead session must not lose the trajectory
                 pass
-        if prev_req is not None and hasattr(engine, "release"):
-            engine.release(prev_req)
+        if w.prev_req is not None and hasattr(engine, "release"):
+            engine.release(w.prev_req)
     traj = Trajectory(
-        problem_id=problem.id, prompt_ids=list(prompt_ids), response_ids=b.ids, loss_mask=b.mask, logprobs=b.lps,
-        raw_logprobs=b.raws, segments=b.segments, tool_calls=calls, finish_reason=finish, prompt_text=prompt_text,
-        response_text=tok.decode(b.ids, skip_special_tokens=True), gold_answer=problem.answer, group_id=group_id,
-        sample_index=sample_index, policy_version=policy_version, sandbox_error=sandbox_error)
+        problem_id=x.problem.id, prompt_ids=list(x.prompt_ids), response_ids=b.ids, loss_mask=b.mask,
+        logprobs=b.lps, raw_logprobs=b.raws, segments=b.segments, tool_calls=calls, finish_reason=finish,
+        prompt_text=x.prompt_text, response_text=tok.decode(b.ids, skip_special_tokens=True),
+        gold_answer=x.problem.answer, group_id=x.group_id, sample_index=x.root, policy_version=x.policy_version,
+        sandbox_error=sandbox_error)
     traj.validate()
-    return traj
+    return [(traj, tree.LeafInfo(x.group_id, x.root, w.path, w.branch_points))]
 
 
 # ------------------------------------------------------------------------------------------ entry points
@@ -316,6 +291,7 @@ def check_budgets(cfg: RolloutConfig, tokenizer: Any, max_tool_calls: int) -> No
         raise ValueError(f"rollout.max_new_tokens_per_turn must be >= 1, got {cfg.max_new_tokens_per_turn}")
     if max_tool_calls < 0:
         raise ValueError(f"max_tool_calls must be >= 0, got {max_tool_calls}")
+    tree.check_branching(cfg)
     need = marker_tokens(tokenizer)
     if cfg.max_tool_output_tokens < need:
         raise ValueError(f"rollout.max_tool_output_tokens={cfg.max_tool_output_tokens} is smaller than the truncation "
@@ -336,10 +312,28 @@ def _warn_positions(engine: Any, problems: list[Problem], cfg: RolloutConfig, to
             "positions past it are untrained", longest, cfg.max_total_tokens, limit)
 
 
+@dataclass(frozen=True)
+class TreeRollout:
+    """A rollout's leaves and where each sits in its tree (`leaves[i]` describes `trajectories[i]`)."""
+
+    trajectories: list[Trajectory]
+    leaves: list[LeafInfo]
+
+
 async def arollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConfig, *, n_samples: int,
                    max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
                    seed: int | None = None) -> list[Trajectory]:
     """Async form of `rollout` (for callers already inside an event loop)."""
+    res = await arollout_tree(problems, engine, sandbox, cfg, n_samples=n_samples, max_tool_calls=max_tool_calls,
+                              policy_version=policy_version, group_offset=group_offset, seed=seed)
+    return res.trajectories
+
+
+async def arollout_tree(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConfig, *, n_samples: int,
+                        max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
+                        seed: int | None = None) -> TreeRollout:
+    """`arollout` with each leaf's tree position (`zerotir.rollout.tree`). Without branching every root is its
+    own single leaf."""
     tok = engine.tokenizer
     check_budgets(cfg, tok, max_tool_calls)
     _warn_positions(engine, problems, cfg, tok)
@@ -350,8 +344,8 @@ async def arollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: Roll
     for gi, p in enumerate(problems):
         text, ids = encode_prompt(cfg.template, p.prompt, tok)
         for si in range(n_samples):
-            tasks.append(asyncio.create_task(_one_trajectory(
-                pump, sandbox, cfg, p, text, ids, group_offset + gi, si, max_tool_calls, seed, version)))
+            root = _Root(pump, sandbox, cfg, p, text, ids, group_offset + gi, si, max_tool_calls, seed, version)
+            tasks.append(asyncio.create_task(_grow(root, _Walk(budget=tree.root_budget(cfg)))))
     try:
         done = asyncio.gather(*tasks)
         finished, _ = await asyncio.wait({done, pump_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -360,7 +354,7 @@ async def arollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: Roll
                 t.cancel()
             pump_task.result()  # raises the engine's error
             raise RuntimeError("engine pump stopped before the rollout finished")
-        return done.result()
+        return _number_leaves([leaf for part in done.result() for leaf in part])
     finally:
         pump.close()
         if not pump_task.done():
@@ -369,11 +363,30 @@ async def arollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: Roll
             engine.abort(rid)
 
 
+def _number_leaves(leaves: list[tuple[Trajectory, LeafInfo]]) -> TreeRollout:
+    """sample_index = the leaf's place in its group (root-major, then by path; = the root index without branching)."""
+    seen: dict[int, int] = {}
+    for t, _ in leaves:
+        t.sample_index = seen.get(t.group_id, 0)
+        seen[t.group_id] = t.sample_index + 1
+    return TreeRollout([t for t, _ in leaves], [info for _, info in leaves])
+
+
 def rollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConfig, *, n_samples: int,
             max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
             seed: int | None = None) -> list[Trajectory]:
-    """Sample `n_samples` trajectories per problem (problem-major order). group_id = group_offset + problem index,
-    sample_index = index within the group. Reward fields are left at their defaults. `seed` makes sampling
+    """Sample `n_samples` trajectories per problem (problem-major order) — with branching, their leaves (up to
+    n_samples·branch_max_leaves per problem). group_id = group_offset + problem index, sample_index = index within
+    the group. Reward fields are left at their defaults. `seed` makes sampling
     reproducible (each request's RNG is derived from (seed, group, sample, turn)); None uses the engine's RNG."""
     return asyncio.run(arollout(problems, engine, sandbox, cfg, n_samples=n_samples, max_tool_calls=max_tool_calls,
                                 policy_version=policy_version, group_offset=group_offset, seed=seed))
+
+
+def rollout_tree(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConfig, *, n_samples: int,
+                 max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
+                 seed: int | None = None) -> TreeRollout:
+    """`rollout` with each leaf's tree position (`TreeRollout.leaves`)."""
+    return asyncio.run(arollout_tree(problems, engine, sandbox, cfg, n_samples=n_samples,
+                                     max_tool_calls=max_tool_calls, policy_version=policy_version,
+                                     group_offset=group_offset, seed=seed))
