@@ -26,26 +26,44 @@ def _sandbox(workers: int, timeout_s: float, memory_mb: int, max_output_bytes: i
 
 @app.command("serve")
 def serve_command(
-    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback by default)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (loopback by default; anything else needs a "
+                                                          "token or --insecure-no-token)."),
     port: int = typer.Option(8080, "--port", help="TCP port."),
     workers: int = typer.Option(2, "--workers", help="Warm worker processes (and concurrent executions)."),
     token: str = typer.Option("", "--token", envvar="ZEROTIR_SANDBOX_TOKEN",
                               help="Require 'Authorization: Bearer <token>' (or set ZEROTIR_SANDBOX_TOKEN)."),
+    insecure_no_token: bool = typer.Option(False, "--insecure-no-token",
+                                           help="Allow a non-loopback bind without a token (anyone who can reach it "
+                                                "can run code)."),
+    api: str = typer.Option("both", "--api", help="both (default), zerotir (/v1/...) or sandboxfusion (POST /run_code, "
+                                                  "SandboxFusion's schema)."),
     timeout_s: float = typer.Option(5.0, "--timeout-s", help="Default wall-clock limit per execution."),
-    memory_mb: int = typer.Option(512, "--memory-mb", help="Memory (address space) per execution."),
+    memory_mb: int = typer.Option(512, "--memory-mb", help="Memory per execution."),
     max_output_bytes: int = typer.Option(16384, "--max-output-bytes", help="Cap on captured stdout and stderr."),
     isolation: str = typer.Option("full", "--isolation", help=_ISO_HELP),
+    max_body_bytes: int = typer.Option(4 * 1024 * 1024, "--max-body-bytes", help="Largest request body (else 413)."),
+    max_batch: int = typer.Option(1024, "--max-batch", help="Most requests per /v1/batch call (else 413)."),
+    per_client: int = typer.Option(0, "--per-client-concurrency",
+                                   help="Most executions one client has in the pool at once (0: 2 x workers)."),
 ) -> None:
-    """Serve the sandbox over HTTP/JSON (single + batch execution, sessions, /health, /metrics)."""
-    from zerotir.sandbox.remote import serve
+    """Serve the sandbox over HTTP/JSON (zerotir API and SandboxFusion's /run_code; /health, /metrics)."""
+    from zerotir.sandbox.server import APIS, ServerLimits, check_bind, serve
     from zerotir.telemetry import setup_logging
 
     setup_logging()
-    sb = _sandbox(workers, timeout_s, memory_mb, max_output_bytes, isolation)
-    typer.echo(f"zerotir sandbox: serving on http://{host}:{port} (workers={workers}, isolation={isolation}"
-               f"{', token required' if token else ''})", err=True)
+    if api not in APIS:
+        fail(f"--api must be one of {', '.join(APIS)}, got {api!r}")
     try:
-        serve(sb, host=host, port=port, token=token)
+        check_bind(host, token, insecure_no_token)  # before the pool starts: refuse fast
+    except ValueError as e:
+        fail(str(e))
+    limits = ServerLimits(max_body_bytes=max_body_bytes, max_batch=max_batch,
+                          per_client_concurrency=per_client or 2 * workers)
+    sb = _sandbox(workers, timeout_s, memory_mb, max_output_bytes, isolation)
+    typer.echo(f"zerotir sandbox: serving on http://{host}:{port} (api={api}, workers={workers}, "
+               f"isolation={isolation}{', token required' if token else ''})", err=True)
+    try:
+        serve(sb, host=host, port=port, token=token, api=api, insecure_no_token=insecure_no_token, limits=limits)
     finally:
         sb.close()
 
@@ -62,7 +80,7 @@ def exec_command(
     """Run stdin once in the sandbox and print the ExecResult as JSON."""
     code = sys.stdin.read()
     if url:
-        from zerotir.sandbox.remote import RemoteSandbox
+        from zerotir.sandbox.client import RemoteSandbox
 
         with RemoteSandbox(url, token=token, timeout_s=timeout_s) as sb:
             r = sb.run(code)
@@ -75,13 +93,23 @@ def exec_command(
 @app.command("bench")
 def bench_command(
     workers: int = typer.Option(2, "--workers", help="Warm workers."),
-    n: int = typer.Option(100, "--n", help="Sequential calls per snippet for latency."),
-    baseline: int = typer.Option(15, "--baseline", help="Fresh-interpreter calls per snippet."),
-    seconds: float = typer.Option(5.0, "--seconds", help="Throughput phase length per snippet."),
+    n: int = typer.Option(100, "--n", help="Sandbox calls per (snippet, concurrency) cell (at least 4 x callers)."),
+    baseline: int = typer.Option(8, "--baseline", help="Fresh-interpreter calls per cell (at least one per caller)."),
+    concurrency: str = typer.Option("1,4,16,64", "--concurrency", help="Comma-separated numbers of parallel callers."),
     isolation: str = typer.Option("full", "--isolation", help=_ISO_HELP),
+    json_out: str = typer.Option("", "--json", help="Also write the figures to this file."),
 ) -> None:
-    """p50/p99 latency and exec/s for a trivial and a sympy snippet vs. a fresh interpreter per call."""
+    """p50/p90/p99 latency and exec/s at several concurrencies, trivial and sympy snippets, vs. a fresh interpreter."""
     from zerotir.sandbox.bench import run_bench
 
-    run_bench(workers=workers, n_latency=n, n_baseline=baseline, throughput_s=seconds, isolation=isolation,
-              log=typer.echo)
+    try:
+        levels = tuple(int(x) for x in concurrency.split(",") if x.strip())
+    except ValueError:
+        fail(f"--concurrency must be comma-separated integers, got {concurrency!r}")
+    if not levels or min(levels) < 1:
+        fail(f"--concurrency needs numbers >= 1, got {concurrency!r}")
+    out = run_bench(workers=workers, n_latency=n, n_baseline=baseline, isolation=isolation, log=typer.echo,
+                    concurrencies=levels)
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(out, f, indent=1)
