@@ -2,10 +2,8 @@
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
-import threading
 import urllib.request
 
 import pytest
@@ -14,43 +12,18 @@ from zerotir.config import SandboxConfig
 from zerotir.sandbox import make_sandbox
 from zerotir.sandbox.client import RemoteSandbox
 from zerotir.sandbox.server import make_app
+from tests.sandbox.remote_server import free_port, served
 
 pytestmark = pytest.mark.timeout(180)  # a hang becomes a failure with a traceback
 
 TOKEN = "t0k3n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(sb):
     """The shared pool served on a loopback port from a background thread."""
-    from aiohttp import web
-
-    port = _free_port()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder = {}
-
-    async def start():
-        runner = web.AppRunner(make_app(sb, token=TOKEN))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
-        holder["runner"] = runner
-        ready.set()
-
-    t = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
-    t.start()
-    assert ready.wait(10)
-    yield f"http://127.0.0.1:{port}"
-    asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(5)
+    with served(make_app(sb, token=TOKEN)) as url:
+        yield url
 
 
 def test_remote_same_interface(server):
@@ -115,7 +88,7 @@ def test_health_and_metrics(server):
 
 
 def test_unreachable_server_is_sandbox_error_after_retries():
-    with RemoteSandbox(f"http://127.0.0.1:{_free_port()}", retries=2) as rs:
+    with RemoteSandbox(f"http://127.0.0.1:{free_port()}", retries=2) as rs:
         r = rs.run("print(1)")
     assert r.status == "sandbox_error" and "remote call failed" in r.stderr
 
@@ -141,7 +114,7 @@ def test_remote_session_async(server):
 
 
 def test_replicas_rotate_and_retry_on_a_dead_one(server):
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with RemoteSandbox(f"{server},{dead}", token=TOKEN, retries=2) as rs:
         rs_out = [rs.run(f"print({i})") for i in range(6)]  # half first try the dead replica, then retry
         assert [r.stdout for r in rs_out] == [f"{i}\n" for i in range(6)]
