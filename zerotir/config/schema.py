@@ -262,6 +262,14 @@ class TrainConfig:
     """Ray rollout actors (backend 'ray')."""
     learners: int = 1
     """Ray data-parallel learners (backend 'ray')."""
+    learner_sharding: str = "none"
+    """How the data-parallel learner ranks hold the models: 'none' (each a full copy of the weights, gradients and
+    AdamW state; gradients all-reduced) or 'fsdp' (FSDP2 `fully_shard` per decoder layer, then the root, for the
+    policy, critic and reference: each rank holds 1/learners of them; on GPU float32 master weights, bfloat16
+    compute, float32 gradient reduction). 'fsdp' needs backend 'ray' (the ranks) and no LoRA."""
+    fsdp_cpu_offload: bool = False
+    """With learner_sharding 'fsdp' on GPU: keep the sharded weights, gradients and AdamW state in CPU memory
+    (FSDP2 CPUOffloadPolicy; the optimizer steps on the CPU). No effect on CPU."""
     ray_address: str = ""
     """Ray cluster address ('' starts a local Ray)."""
     async_rollout: bool = False
