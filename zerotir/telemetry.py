@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 METRICS: dict[str, str] = {
     "step": "RL step (1-based)",
@@ -151,8 +153,6 @@ def setup_logging(level: str = "INFO") -> None:
     logger.setLevel(level.upper())
     if _CONFIGURED:
         return
-    import sys
-
     try:
         if not sys.stderr.isatty():  # logs, CI, study cells: one plain line per record (rich would wrap at 80)
             raise ImportError
@@ -172,3 +172,193 @@ def setup_logging(level: str = "INFO") -> None:
 
 def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name if name.startswith("zerotir") else f"zerotir.{name}")
+
+
+# ------------------------------------------------------------------------------------ the live view (terminal only)
+
+class Progress:
+    """Work done within the phases running now, for the live view: per phase ('rollout', counted in trajectories;
+    'update', in minibatches) how many units are done of how many. The phases write it; the live view reads it from
+    its refresh thread, hence the lock. Observation only: nothing in training reads it back."""
+
+    UNITS = {"rollout": "trajectories", "update": "minibatches"}
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._phases: dict[str, list[int]] = {}
+
+    def begin(self, phase: str, total: int) -> None:
+        with self._lock:
+            self._phases[phase] = [0, int(total)]
+
+    def advance(self, phase: str, n: int = 1) -> None:
+        with self._lock:
+            if phase in self._phases:
+                self._phases[phase][0] += n
+
+    def end(self, phase: str) -> None:
+        with self._lock:
+            self._phases.pop(phase, None)
+
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        """{phase: (done, total)} of the phases begun and not yet ended."""
+        with self._lock:
+            return {k: (d, t) for k, (d, t) in self._phases.items()}
+
+
+def table_width(col_widths: Sequence[int]) -> int:
+    """Characters a rich table with edges and one space of padding each side takes for columns of these content
+    widths: each column is width + 2 (padding) + 1 (its left rule), plus the right edge."""
+    return sum(w + 3 for w in col_widths) + 1
+
+
+def pack_columns(col_widths: Sequence[int], max_width: int) -> list[list[int]]:
+    """Split columns 1.. into consecutive groups that each fit `max_width` together with column 0 (the step, repeated
+    in every group), so a narrow terminal shows two (or more) tables instead of cutting names short ('rewa…').
+    A column too wide even alone with column 0 still gets a group of its own."""
+    groups: list[list[int]] = [[0]]
+    for j in range(1, len(col_widths)):
+        trial = groups[-1] + [j]
+        if table_width([col_widths[i] for i in trial]) <= max_width or len(groups[-1]) == 1:
+            groups[-1] = trial
+        else:
+            groups.append([0, j])
+    return groups
+
+
+class _ConsoleWriter:
+    """A text stream that prints each complete line on a rich console (so a live display keeps it above itself)."""
+
+    def __init__(self, console: Any):
+        self.console, self.buf = console, ""
+
+    def write(self, s: str) -> int:
+        self.buf += s
+        *lines, self.buf = self.buf.split("\n")
+        if lines:  # one print per write: a multi-line warning moves the live region once
+            self._print("\n".join(lines))
+        return len(s)
+
+    def _print(self, text: str) -> None:
+        from rich.text import Text
+
+        self.console.print(Text(text), soft_wrap=True)
+
+    def flush(self) -> None:
+        if self.buf:
+            self._print(self.buf)
+            self.buf = ""
+
+
+class LiveView:
+    """The terminal's live table of step metrics (rich), redrawn at 2 Hz while training runs:
+
+    - fits the terminal: it is laid out at each redraw for the current width; columns that do not fit go into a
+      second table (each with the step column) rather than being cut short;
+    - shows progress within the running step (`Progress`: rollout trajectories, update minibatches) under the table;
+    - keeps warnings above itself: while it runs, Python warnings and log records from any logger that writes to
+      the terminal are printed through its console, which puts them above the live region instead of through it.
+
+    `columns`: (header, metric key, format) triples; the first is the step. Use as a context manager."""
+
+    def __init__(self, columns: Sequence[tuple[str, str, str]], *, title: str = "zerotir train",
+                 progress: Progress | None = None, console: Any = None, max_rows: int = 20):
+        from rich import get_console
+
+        self.columns, self.title, self.progress = list(columns), title, progress
+        self.console = console or get_console()   # the console RichHandler prints on, too
+        self.max_rows = max_rows
+        self.rows: list[list[str]] = []
+        self._live: Any = None
+        self._restore: list[Any] = []
+
+    def add_row(self, row: dict[str, Any]) -> None:
+        self.rows.append([(fmt.format(row[k]) if k in row else "") for _, k, fmt in self.columns])
+        if self._live is not None:
+            self._live.refresh()
+
+    def renderables(self, width: int) -> list[Any]:
+        """The tables (one, or more when the columns do not fit `width`) and the progress lines."""
+        from rich.table import Table
+
+        groups = pack_columns(self._widths(), width)
+        shown = self.rows[-max(3, self.max_rows // len(groups)):]
+        out: list[Any] = []
+        for gi, group in enumerate(groups):
+            t = Table(title=self.title if gi == 0 else None, expand=False)
+            for i in group:
+                t.add_column(self.columns[i][0], justify="right", no_wrap=True)
+            for cells in shown:
+                t.add_row(*[cells[i] for i in group])
+            out.append(t)
+        return out + self._progress_lines(width)
+
+    def _widths(self) -> list[int]:
+        shown = self.rows[-self.max_rows:]
+        return [max([len(name)] + [len(r[i]) for r in shown]) for i, (name, _, _) in enumerate(self.columns)]
+
+    def _progress_lines(self, width: int) -> list[Any]:
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        if self.progress is None:
+            return []
+        step = int(float(self.rows[-1][0])) + 1 if self.rows and self.rows[-1][0] else None
+        lines = []
+        for phase, (done, total) in self.progress.snapshot().items():
+            label = (f"step {step} " if step is not None else "") + \
+                f"{phase} {done}/{total} {Progress.UNITS.get(phase, '')}".rstrip()
+            grid = Table.grid(padding=(0, 1))
+            grid.add_row(label, ProgressBar(total=max(total, 1), completed=done,
+                                            width=max(10, min(40, width - len(label) - 1))))
+            lines.append(grid)
+        return lines
+
+    def __rich_console__(self, console: Any, options: Any):
+        yield from self.renderables(options.max_width)
+
+    def __enter__(self) -> "LiveView":
+        from rich.live import Live
+
+        self._route_above()
+        self._live = Live(self, console=self.console, refresh_per_second=2, transient=False)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._live is not None:
+                self._live.__exit__(*exc)
+        finally:
+            self._live = None
+            for undo in reversed(self._restore):
+                undo()
+            self._restore = []
+
+    def _route_above(self) -> None:
+        """Send warnings and log records through the live console while the view runs. A logging.StreamHandler holds
+        the stderr it was made with, so rich's redirection of sys.stderr misses it and its lines would print through
+        the table: such handlers (on any logger) write via the console for the duration; RichHandlers print on it."""
+        import warnings
+
+        writer = _ConsoleWriter(self.console)
+        terminal = {id(s) for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__) if s is not None}
+        loggers = [logging.getLogger()] + [lg for lg in list(logging.Logger.manager.loggerDict.values())
+                                           if isinstance(lg, logging.Logger)]
+        for h in {id(h): h for lg in loggers for h in lg.handlers}.values():
+            if hasattr(h, "console") and hasattr(h, "render_message"):   # rich.logging.RichHandler
+                old = h.console
+                h.console = self.console
+                self._restore.append(lambda h=h, old=old: setattr(h, "console", old))
+            elif type(h) is logging.StreamHandler and id(h.stream) in terminal:   # not FileHandler & co.
+                old = h.stream
+                h.stream = writer
+                self._restore.append(lambda h=h, old=old: setattr(h, "stream", old))
+        show = warnings.showwarning
+
+        def show_above(message, category, filename, lineno, file=None, line=None):
+            writer.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        warnings.showwarning = show_above
+        self._restore.append(lambda: setattr(warnings, "showwarning", show))
+        self._restore.append(writer.flush)
