@@ -67,25 +67,32 @@ async def _fresh(code: str) -> str:
 
 
 def run_bench(workers: int = 2, n_latency: int = 100, n_baseline: int = 8, throughput_s: float | None = None,
-              isolation: str = "full", log=print, concurrencies: tuple[int, ...] = CONCURRENCIES) -> dict:
+              isolation: str = "full", log=print, concurrencies: tuple[int, ...] = CONCURRENCIES,
+              snippets: tuple[str, ...] = tuple(SNIPPETS)) -> dict:
     """Measure, print a markdown table, and return {snippet: {"by_concurrency": {c: {"sandbox": cell, "fresh": cell}},
     p50_ms, p99_ms, exec_per_s, baseline_p50_ms, speedup_p50, wrong_outputs}} (the flat keys are the c=1 latency
     and the best throughput, for bench/sandbox.py).
 
     n_latency: sandbox calls per cell (at least 4 x c); n_baseline: fresh-interpreter calls per cell (at least c).
     throughput_s: unused (throughput is measured in every cell); accepted for bench/sandbox.py's older call.
+    snippets: names from SNIPPETS to measure.
     """
     from zerotir.sandbox import Sandbox
 
     load = os.getloadavg()[0]
-    out: dict = {"workers": workers, "isolation": isolation, "load_avg_1m": load, "cpus": os.cpu_count()}
+    unknown = set(snippets) - set(SNIPPETS)
+    if unknown:
+        raise ValueError(f"unknown snippets {sorted(unknown)}; known: {sorted(SNIPPETS)}")
+    out: dict = {"workers": workers, "isolation": isolation, "load_avg_1m": load, "cpus": os.cpu_count(),
+                 "snippets": list(snippets), "concurrencies": list(concurrencies)}
     t_start = time.perf_counter()
     with Sandbox(workers=workers, timeout_s=30.0, isolation=isolation) as sb:
         async def pool_call(code):
             return (await sb.arun(code)).stdout
 
         async def measure():
-            for name, code in SNIPPETS.items():
+            for name in snippets:
+                code = SNIPPETS[name]
                 for _ in range(5):  # warm-up: contexts ready, caches hot
                     await pool_call(code)
                 await _fresh(code)
@@ -104,20 +111,20 @@ def run_bench(workers: int = 2, n_latency: int = 100, n_baseline: int = 8, throu
 
         asyncio.run(measure())
     out["seconds"] = time.perf_counter() - t_start
-    for line in format_table(out, concurrencies):
+    for line in format_table(out):
         log(line)
     return out
 
 
-def format_table(out: dict, concurrencies: tuple[int, ...] = CONCURRENCIES) -> list[str]:
+def format_table(out: dict) -> list[str]:
     """The figures as a markdown table (what the README shows)."""
     lines = [f"sandbox bench: isolation={out['isolation']}, {out['workers']} workers, {out['cpus']} CPUs, load average "
              f"{out['load_avg_1m']:.2f} at start, {out['seconds']:.0f} s",
              "", "| snippet | callers | sandbox p50 / p90 / p99 ms | sandbox exec/s | fresh interpreter p50 / p90 / "
              "p99 ms | fresh exec/s | p50 speedup | exec/s ratio | wrong |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name in SNIPPETS:
-        for c in concurrencies:
+    for name in out["snippets"]:
+        for c in out["concurrencies"]:
             s, f = out[name]["by_concurrency"][c]["sandbox"], out[name]["by_concurrency"][c]["fresh"]
             lines.append(f"| {name} | {c} | {s['p50_ms']:.1f} / {s['p90_ms']:.1f} / {s['p99_ms']:.1f} | "
                          f"{s['exec_per_s']:.0f} | {f['p50_ms']:.0f} / {f['p90_ms']:.0f} / {f['p99_ms']:.0f} | "
