@@ -1,0 +1,90 @@
+"""HFEngine's tree support on the real tiny model: `fork` lets K continuations start from one parked cache without
+recomputing the prefix (counted in fed tokens), with the same tokens and log-probs as fresh requests; a probe parks
+its context (`park`), and `return_entropy` reports the sampling distribution's entropy (hand-checked)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from zerotir.rollout.engine import GenerationRequest, SamplingParams
+from zerotir.rollout.hf_engine import HFEngine, sampling_entropy
+
+TOL = 1e-4
+
+
+def _params(seed: int, n: int, **kw) -> SamplingParams:
+    return SamplingParams(temperature=1.0, max_new_tokens=n, seed=seed, **kw)
+
+
+def _parent(eng, tok):
+    """A parked parent request: 6 sampled tokens of a 20-odd token context (park=True: kept on a 'length' finish)."""
+    ctx = tok.encode("Question: What is 12 * 34? Let me compute it with python")
+    out = eng.generate([GenerationRequest("parent", ctx, _params(1, 6, park=True))])[0]
+    return ctx, out
+
+
+def test_fork_copies_the_cache_rows_instead_of_recomputing_the_prefix(tiny_model):
+    model, tok = tiny_model
+    eng = HFEngine(model, tok, max_batch=8, seed=0, cpu_threads=1)
+    ctx, parent = _parent(eng, tok)
+    tool = tok.encode(" output 408 done")
+    child_ctx = ctx + parent.token_ids + tool
+    assert eng.fork("parent", ["c0", "c1", "c2"]) and not eng.fork("parent", ["x"])
+    before = dict(eng.stats)
+    reqs = [GenerationRequest(f"k{i}", child_ctx, _params(10 + i, 5), prefix_of=f"c{i}") for i in range(3)]
+    outs = eng.generate(reqs)
+    fed = eng.stats["forward_tokens"] - before["forward_tokens"]
+    # the parent's last token and the tool block once, then one decode token per later sampled token of each child
+    assert fed == 1 + len(tool) + sum(len(o.token_ids) - 1 for o in outs)
+    assert eng.stats["reused_tokens"] - before["reused_tokens"] == len(ctx) + len(parent.token_ids) - 1
+    assert eng.stats["shared_prefill_tokens"] - before["shared_prefill_tokens"] == 2 * len(child_ctx)
+    # exactly what fresh requests (full prefill, no sharing) sample with the same seeds
+    fresh = HFEngine(model, tok, max_batch=8, seed=0, cpu_threads=1, share_prefill=False)
+    want = fresh.generate([GenerationRequest(f"f{i}", child_ctx, _params(10 + i, 5)) for i in range(3)])
+    for o, w in zip(outs, want):
+        assert o.token_ids == w.token_ids
+        assert torch.allclose(torch.tensor(o.logprobs), torch.tensor(w.logprobs), atol=TOL)
+    assert len({tuple(o.token_ids) for o in outs}) > 1  # distinct seeds: the siblings are independent samples
+
+
+def test_without_fork_the_siblings_recompute_the_prefix(tiny_model):
+    """The control: all three name the parent itself; only the first finds its cache, the others prefill it all."""
+    model, tok = tiny_model
+    eng = HFEngine(model, tok, max_batch=8, seed=0, cpu_threads=1, share_prefill=False)
+    ctx, parent = _parent(eng, tok)
+    tool = tok.encode(" output 408 done")
+    child_ctx = ctx + parent.token_ids + tool
+    before = eng.stats["forward_tokens"]
+    outs = eng.generate([GenerationRequest(f"k{i}", child_ctx, _params(10 + i, 5), prefix_of="parent")
+                         for i in range(3)])
+    fed = eng.stats["forward_tokens"] - before
+    assert fed == (1 + len(tool)) + 2 * len(child_ctx) + sum(len(o.token_ids) - 1 for o in outs)
+
+
+def test_probe_parks_its_context_and_reports_entropy(tiny_model):
+    model, tok = tiny_model
+    eng = HFEngine(model, tok, max_batch=8, seed=0, cpu_threads=1)
+    ctx = tok.encode("Question: What is 12 * 34?")
+    probe = eng.generate([GenerationRequest("probe", ctx, _params(3, 1, park=True, return_entropy=True))])[0]
+    assert len(probe.entropies) == 1 and 0 < probe.entropies[0] <= math.log(len(tok)) + 1e-4
+    before = eng.stats["forward_tokens"]
+    # a continuation of exactly the probe's context reuses all but its last token (fed again for the logits)
+    cont = eng.generate([GenerationRequest("cont", ctx, _params(4, 3), prefix_of="probe")])[0]
+    assert eng.stats["forward_tokens"] - before == 1 + len(cont.token_ids) - 1
+    assert cont.entropies is None
+    fresh = HFEngine(model, tok, max_batch=8, seed=0, cpu_threads=1).generate(
+        [GenerationRequest("f", ctx, _params(4, 3))])[0]
+    assert cont.token_ids == fresh.token_ids
+
+
+def test_sampling_entropy_by_hand():
+    logits = torch.tensor([[0.0, 0.0, -1e9], [math.log(3.0), 0.0, -1e9], [0.0, 0.0, 0.0], [5.0, 1.0, 1.0]])
+    temp = torch.tensor([1.0, 1.0, 2.0, 0.0])
+    top_k = torch.tensor([0, 0, 1, 0])
+    top_p = torch.ones(4)
+    h = sampling_entropy(logits, temp, top_k, top_p)
+    p = torch.softmax(torch.tensor([5.0, 1.0, 1.0]), -1)
+    want = [math.log(2), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)), 0.0, float(-(p * p.log()).sum())]
+    assert torch.allclose(h, torch.tensor(want), atol=1e-6)
