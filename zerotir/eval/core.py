@@ -26,6 +26,7 @@ from zerotir.eval import metrics as M
 from zerotir.metrics import prefixed, trajectory_metrics
 from zerotir.records import rollout_seed
 from zerotir.telemetry import EVAL_METRICS, get_logger
+from zerotir.sandbox.protocol import SandboxLike
 from zerotir.types import Problem, Trajectory
 
 log = get_logger("eval")
@@ -127,7 +128,7 @@ def _complete(done: dict[str, dict[int, Trajectory]], pid: str, samples: int) ->
     return all(i in got for i in range(samples))
 
 
-def evaluate(problems: Sequence[Problem], engine: Any, sandbox: Any, scorer: Any, *, rollout_cfg: Any, samples: int,
+def evaluate(problems: Sequence[Problem], engine: Any, sandbox: SandboxLike, scorer: Any, *, rollout_cfg: Any, samples: int,
              max_tool_calls: int, seed: int = 0, done: Sequence[Trajectory] | None = None,
              on_chunk: Callable[[list[Trajectory]], None] | None = None,
              progress: Callable[[int], None] | None = None) -> EvalReport:

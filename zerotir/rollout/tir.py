@@ -41,6 +41,7 @@ from zerotir.rollout.templates import encode_prompt
 from zerotir.rollout.textstream import find_code_block
 from zerotir.rollout.toolblock import Block, encode_text, marker_tokens, min_block_tokens, render_result, tokenize_block
 from zerotir.rollout.tree import LeafInfo
+from zerotir.sandbox.protocol import SandboxLike, SessionLike
 from zerotir.types import ExecResult, Problem, Segment, ToolCall, Trajectory
 
 __all__ = ["rollout", "arollout", "rollout_tree", "arollout_tree", "TreeRollout", "check_budgets", "Block",
@@ -59,7 +60,7 @@ def _request_seed(seed: int | None, group_id: int, sample_index: int, turn: int 
     return int.from_bytes(h, "little") >> 1
 
 
-async def _execute(sandbox: Any, session: Any, code: str) -> ExecResult:
+async def _execute(sandbox: SandboxLike, session: SessionLike | None, code: str) -> ExecResult:
     """Run code; anything the sandbox raises is an infrastructure failure, reported as 'sandbox_error'."""
     target = session if session is not None else sandbox
     try:
@@ -135,7 +136,7 @@ class _Root:
     """What every node of one root chain shares."""
 
     pump: EnginePump
-    sandbox: Any
+    sandbox: SandboxLike
     cfg: RolloutConfig
     problem: Problem
     prompt_text: str
@@ -320,7 +321,7 @@ class TreeRollout:
     leaves: list[LeafInfo]
 
 
-async def arollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConfig, *, n_samples: int,
+async def arollout(problems: list[Problem], engine: Any, sandbox: SandboxLike, cfg: RolloutConfig, *, n_samples: int,
                    max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
                    seed: int | None = None) -> list[Trajectory]:
     """Async form of `rollout` (for callers already inside an event loop)."""
@@ -329,7 +330,7 @@ async def arollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: Roll
     return res.trajectories
 
 
-async def arollout_tree(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConfig, *, n_samples: int,
+async def arollout_tree(problems: list[Problem], engine: Any, sandbox: SandboxLike, cfg: RolloutConfig, *, n_samples: int,
                         max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
                         seed: int | None = None) -> TreeRollout:
     """`arollout` with each leaf's tree position (`zerotir.rollout.tree`). Without branching every root is its
@@ -372,7 +373,7 @@ def _number_leaves(leaves: list[tuple[Trajectory, LeafInfo]]) -> TreeRollout:
     return TreeRollout([t for t, _ in leaves], [info for _, info in leaves])
 
 
-def rollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConfig, *, n_samples: int,
+def rollout(problems: list[Problem], engine: Any, sandbox: SandboxLike, cfg: RolloutConfig, *, n_samples: int,
             max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
             seed: int | None = None) -> list[Trajectory]:
     """Sample `n_samples` trajectories per problem (problem-major order) — with branching, their leaves (up to
@@ -383,7 +384,7 @@ def rollout(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConf
                                 policy_version=policy_version, group_offset=group_offset, seed=seed))
 
 
-def rollout_tree(problems: list[Problem], engine: Any, sandbox: Any, cfg: RolloutConfig, *, n_samples: int,
+def rollout_tree(problems: list[Problem], engine: Any, sandbox: SandboxLike, cfg: RolloutConfig, *, n_samples: int,
                  max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
                  seed: int | None = None) -> TreeRollout:
     """`rollout` with each leaf's tree position (`TreeRollout.leaves`)."""
