@@ -127,6 +127,23 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(case, tmp_path, monkeypatch
     assert not (tmp_path / "runs").exists()
 
 
+RAY_BAD = {"unreachable sandbox url": (["--set", "sandbox.backend=remote", "--set", "sandbox.url=http://127.0.0.1:9"],
+                                       "sandbox.url http://127.0.0.1:9 is not healthy"),
+           "bad isolation": (["--set", "sandbox.isolation=bogus"], "unknown isolation level 'bogus'")}
+
+
+@pytest.mark.parametrize("case", sorted(RAY_BAD))
+def test_ray_backend_checks_the_sandbox_before_ray_starts(case, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    monkeypatch.chdir(tmp_path)
+    args, expected = RAY_BAD[case]
+    res = CliRunner().invoke(app, ["train", "--config", "toy", "--backend", "ray", *args, *TINY])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2, res.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], res.output
+    assert not (tmp_path / "runs").exists() and not ray.is_initialized()   # failed before Ray (or a model) started
+
+
 # ------------------------------------------------------------------------------- the pieces behind the walk
 
 def test_shared_source_resolves_in_the_data_dir(tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from zerotir.config import Config
 from zerotir.records import EvalResult, RolloutResult, UpdateResult
-from zerotir.telemetry import get_logger
+from zerotir.telemetry import Progress, get_logger
 from zerotir.train.pipeline import shard
 from zerotir.types import Problem, Trajectory
 
@@ -36,13 +36,22 @@ log = get_logger("distributed")
 @dataclass
 class RayHandle:
     """The refs of one rollout call's per-worker shards; `result()` joins them in worker order (they ran in
-    parallel: the call took as long as its slowest shard)."""
+    parallel: the call took as long as its slowest shard). While waiting it counts finished shards' trajectories
+    into `progress` (`sizes`: trajectories per shard)."""
 
     refs: list[Any]
+    progress: Progress | None = None
+    sizes: tuple[int, ...] = ()
 
     def result(self) -> RolloutResult:
         import ray
 
+        if self.progress is not None:
+            pending, size = list(self.refs), dict(zip(self.refs, self.sizes))
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                self.progress.advance("rollout", size.get(done[0], 0))
+            self.progress.end("rollout")
         return RolloutResult.concat(ray.get(self.refs), parallel=True)
 
 
@@ -128,9 +137,11 @@ class RayBackend:
 
     def __init__(self, cfg: Config):
         from zerotir.models import resolve_model_path
+        from zerotir.train.backend import check_sandbox_before_start
         from zerotir.train.compute import shape_from_dir
 
-        self.cfg = cfg
+        self.cfg, self.progress, self.started = cfg, Progress(), False
+        check_sandbox_before_start(cfg)              # before Ray starts: an unreachable sandbox.url fails here
         self.started = init_ray(cfg)
         self.topo: Topology | None = None
         try:
@@ -143,10 +154,12 @@ class RayBackend:
                  "async" if cfg.train.async_rollout else "sync")
 
     def launch(self, step: int, problems: Sequence[Problem], group_offset: int, seed: int) -> RayHandle:
-        workers = self.topo.workers
+        workers, n = self.topo.workers, self.cfg.rollout.n_samples
+        parts = shard(list(problems), len(workers))
         refs = [workers[i % len(workers)].rollout.remote(step, part, group_offset + off, seed)
-                for i, (off, part) in enumerate(shard(list(problems), len(workers)))]
-        return RayHandle(refs)
+                for i, (off, part) in enumerate(parts)]
+        self.progress.begin("rollout", len(problems) * n)   # async: the newest launch is the one shown
+        return RayHandle(refs, self.progress, tuple(len(part) * n for _, part in parts))
 
     def update(self, kept: Sequence[Trajectory], step: int) -> UpdateResult:
         import ray

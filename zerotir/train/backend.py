@@ -9,6 +9,7 @@ and rollout engines), the sandbox and the reward scorer:
     evaluate(problems, step) -> EvalResult                    held-out eval (THE eval function)
     save(run_dir, step, state, keep) / load(checkpoint) -> state
     shape: ModelShape                                         for compute accounting
+    progress: Progress                                        work done within the running phase (for the live view)
     close()
 
 `LocalBackend` runs everything in this process (rollouts are generated when launched, so `Done` handles).
@@ -23,6 +24,7 @@ from typing import Any, Protocol, Sequence
 
 from zerotir.config import Config
 from zerotir.records import EvalResult, UpdateResult
+from zerotir.telemetry import Progress
 from zerotir.train.compute import ModelShape, shape_of, update_flops
 from zerotir.train.pipeline import Done, Handle
 from zerotir.types import Problem, Trajectory
@@ -30,6 +32,7 @@ from zerotir.types import Problem, Trajectory
 
 class Backend(Protocol):
     shape: ModelShape
+    progress: Progress
 
     def launch(self, step: int, problems: Sequence[Problem], group_offset: int, seed: int) -> Handle: ...
 
@@ -71,6 +74,23 @@ def check_sandbox(sandbox: Any, cfg: Any) -> None:
                                  "`zerotir sandbox serve` or fix sandbox.url")
 
 
+def check_sandbox_before_start(cfg: Config) -> None:
+    """For a backend whose sandboxes start elsewhere (Ray rollout workers), checked before it starts anything: a
+    remote service (every replica of a comma-separated sandbox.url) answers its health check, as `LocalBackend`
+    checks it; a local pool's isolation level is valid, and its layers present when the workers run on this machine
+    (local Ray), so a missing bubblewrap is one line here rather than a failed actor."""
+    from zerotir.sandbox import ISOLATION_LEVELS, SandboxUnavailable, check_isolation, make_sandbox
+
+    sb = cfg.sandbox
+    if sb.backend == "remote":
+        with make_sandbox(sb) as client:
+            check_sandbox(client, sb)
+    elif not cfg.train.ray_address:
+        check_isolation(sb.isolation)
+    elif sb.isolation not in ISOLATION_LEVELS:
+        raise SandboxUnavailable(f"unknown isolation level {sb.isolation!r}; choose one of {ISOLATION_LEVELS}")
+
+
 class LocalBackend:
     """Learner, one HF engine (its own copy of the weights), sandbox pool and reward scorer in this process."""
 
@@ -81,6 +101,7 @@ class LocalBackend:
         from zerotir.train.learner import Learner
 
         self.cfg = cfg
+        self.progress = Progress()
         self.sandbox = make_sandbox(cfg.sandbox).__enter__()         # before any model loads: fails fast
         self.scorer = None
         try:
@@ -96,13 +117,21 @@ class LocalBackend:
     def launch(self, step: int, problems: Sequence[Problem], group_offset: int, seed: int) -> Done:
         from zerotir.train.phases import generate
 
-        return Done(generate(problems, self.engine, self.sandbox, self.scorer, self.cfg, version=step - 1,
-                             group_offset=group_offset, seed=seed, step=step))
+        self.progress.begin("rollout", len(problems) * self.cfg.rollout.n_samples)
+        try:
+            return Done(generate(problems, self.engine, self.sandbox, self.scorer, self.cfg, version=step - 1,
+                                 group_offset=group_offset, seed=seed, step=step))
+        finally:
+            self.progress.end("rollout")
 
     def update(self, kept: Sequence[Trajectory], step: int) -> UpdateResult:
         from zerotir.train.update import update_phase
 
-        stats = update_phase(self.learner, list(kept), self.cfg, step)
+        self.progress.begin("update", self.cfg.train.ppo_epochs * self.cfg.train.minibatches if kept else 0)
+        try:
+            stats = update_phase(self.learner, list(kept), self.cfg, step)
+        finally:
+            self.progress.end("update")
         return update_result(stats, kept, self.cfg, self.shape, use_kl=self.learner.use_kl,
                              critic=self.learner.critic is not None)
 
