@@ -88,3 +88,41 @@ def test_sampling_entropy_by_hand():
     p = torch.softmax(torch.tensor([5.0, 1.0, 1.0]), -1)
     want = [math.log(2), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)), 0.0, float(-(p * p.log()).sum())]
     assert torch.allclose(h, torch.tensor(want), atol=1e-6)
+
+
+def test_tree_rollout_on_the_tool_model_feeds_every_tree_position_once(tool_model, sandbox):
+    """The format-trained tiny model, the real sandbox, K=3 after the first tool output: each leaf's log-probs match
+    a fresh forward over its own sequence (copied cache rows are exact), siblings share the prefix, and the engine
+    fed each prompt / tree position once: no prefix is recomputed for a child."""
+    import dataclasses
+
+    from test_rollout_e2e import check_logprobs_full_forward
+
+    from zerotir.config import RolloutConfig
+    from zerotir.rollout.tir import rollout_tree
+    from zerotir.types import Problem
+
+    model, tok = tool_model
+    eng = HFEngine(model, tok, max_batch=16, seed=0, cpu_threads=1)
+    cfg = dataclasses.replace(RolloutConfig(), template="toy", max_total_tokens=160, max_new_tokens_per_turn=80,
+                              branch_factor=3, branch_max_leaves=3)
+    res = rollout_tree([Problem("p", "What is 13*27?", "351")], eng, sandbox, cfg, n_samples=2, max_tool_calls=2,
+                       seed=3)
+    trajs, leaves = res.trajectories, res.leaves
+    assert any(leaf.path for leaf in leaves), [t.response_text for t in trajs]   # the model called the tool
+    assert len(trajs) <= 2 * cfg.branch_max_leaves
+    expected = len(trajs[0].prompt_ids)             # the two roots share one prompt prefill
+    for root in {leaf.root for leaf in leaves}:
+        mine = [(t, leaf) for t, leaf in zip(trajs, leaves) if leaf.root == root]
+        bp = mine[0][1].branch_points[0] if mine[0][1].path else 0
+        expected += bp
+        for t, leaf in mine:
+            t.validate()
+            check_logprobs_full_forward(model, t)
+            assert len(t.response_ids) <= cfg.max_total_tokens
+            shared = mine[0][0]
+            assert t.response_ids[:bp] == shared.response_ids[:bp] and t.logprobs[:bp] == shared.logprobs[:bp]
+            assert t.loss_mask[:bp] == shared.loss_mask[:bp]
+            last_model_end = max(s.end for s in t.segments if s.kind == "model")
+            expected += (last_model_end - 1) - bp       # a leaf's last sampled token is never fed
+    assert eng.stats["forward_tokens"] == expected
