@@ -193,9 +193,9 @@ def test_unknown_isolation_is_refused():
 
 
 def test_missing_layer_is_named(monkeypatch):
-    import zerotir.sandbox.pool as pool
+    import zerotir.sandbox.isolation as isolation
 
-    monkeypatch.setattr(pool.shutil, "which", lambda name: None)
+    monkeypatch.setattr(isolation.shutil, "which", lambda name: None)
     with pytest.raises(SandboxUnavailable, match="bubblewrap"):
         Sandbox(isolation="full")
 

@@ -59,11 +59,12 @@ What it does NOT protect against:
     until the zygote's orphan sweep). isolation='none': timeouts and output caps only.
 """
 
-from zerotir.sandbox.pool import ISOLATION_LEVELS, Sandbox, SandboxUnavailable, Session, check_isolation
+from zerotir.sandbox.errors import SandboxError, SandboxUnavailable
+from zerotir.sandbox.pool import ISOLATION_LEVELS, Sandbox, SandboxForkError, Session, check_isolation
 from zerotir.types import ExecResult
 
-__all__ = ["Sandbox", "Session", "ExecResult", "SandboxUnavailable", "ISOLATION_LEVELS", "check_isolation",
-           "make_sandbox"]
+__all__ = ["Sandbox", "Session", "ExecResult", "SandboxUnavailable", "SandboxError", "SandboxForkError",
+           "ISOLATION_LEVELS", "check_isolation", "make_sandbox"]
 
 
 def make_sandbox(cfg):

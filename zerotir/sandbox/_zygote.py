@@ -1,7 +1,7 @@
 """The warm worker ("zygote") and the per-execution kernels. This file runs INSIDE the sandbox.
 
-It is executed as `python -I -B -c '"zerotir sandbox zygote";<bootstrap>' FD` (by bubblewrap in isolation 'full'):
-the bootstrap (`pool._BOOT`) reads the config JSON line into sys.argv[1] and this source from the inherited memfd FD,
+It is executed as `python -I -B -c '"zerotir sandbox zygote";<bootstrap>' FD` (in isolation 'full' by the stage-1
+script of isolation.py, inside bubblewrap, from the interpreter's neutral path): the bootstrap (`isolation.BOOT`) reads the config JSON line into sys.argv[1] and this source from the inherited memfd FD,
 closes it and runs the source as __main__, so the command line stays short and no project file is visible inside.
 It imports only the standard library, pyseccomp and the math stack it pre-imports; it never imports zerotir. The parent talks to it
 over a SOCK_SEQPACKET unix socket (one JSON message per packet, file descriptors attached with SCM_RIGHTS).
@@ -33,6 +33,8 @@ import sys
 import time
 
 CFG = json.loads(sys.argv[1])
+if CFG.get("sys_path"):  # full isolation: the host's entries at their neutral paths (see isolation.py)
+    sys.path[:] = CFG["sys_path"]
 FULL = CFG["isolation"] == "full"
 LIMITS = CFG["isolation"] in ("full", "rlimits")
 
@@ -222,6 +224,7 @@ def setup_context(uid, workdir):
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir or "/tmp", "TMPDIR": workdir or "/tmp",
            "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
     env.update({k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    env.update({k: v for k, v in CFG.get("env", {}).items() if v})  # neutral PATH/PYTHONPATH/LD_LIBRARY_PATH
     os.environ.clear()
     os.environ.update(env)
 
@@ -400,6 +403,13 @@ def context_main(sock, uid, workdir):
         # Only the context socket survives: the model's code must not inherit the zygote's descriptors.
         os.closerange(3, sock.fileno())
         os.closerange(sock.fileno() + 1, 65536)
+        if CFG.get("quotas"):  # join the context's cgroup (files opened by the pool) before any code can run
+            msg, fds = recv(sock)
+            if not msg or msg.get("op") != "cgroup" or not fds:
+                os._exit(0)
+            for fd in fds:
+                os.write(fd, b"0")
+                os.close(fd)
         kernel = os.fork()
     except BaseException as e:  # noqa: BLE001
         try:
@@ -550,7 +560,7 @@ class Zygote:
 
 def probe():
     """Facts the parent checks before trusting 'full' isolation."""
-    facts = {"uid": os.getuid(), "pid": os.getpid()}
+    facts = {"uid": os.getuid(), "pid": os.getpid(), "overlay": os.environ.get("ZEROTIR_OVERLAY") == "1"}
     try:
         facts["net"] = sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else None
     except OSError:
