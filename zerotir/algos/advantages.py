@@ -10,6 +10,7 @@ Every estimator takes the same keyword arguments (and ignores those it does not 
                           every sampled token when the KL is folded into the reward (algo.kl_in_reward)
     mask           [B, R] 1 on sampled tokens (inserted tool output and padding are 0)
     group_ids      [B]    prompt group of each row
+    branch_ids     [B]    sibling group of each row in a tree rollout (tree only; see `tree`)
     values         [B, R] critic values V(s_t) at rollout (gae only)
     gamma, lam, eps       discount, GAE lambda, numerical floor
 
@@ -18,8 +19,9 @@ there), so discounting, return-to-go and GAE's bootstrap all skip mask-0 tokens 
 before a tool block to the first one after it. Resetting at tool blocks instead (as some TIR code does) cuts every
 token before the first tool call off from the outcome reward.
 
-Group estimators (grpo, dr_grpo, rloo, reinforce_pp_baseline): a group of one carries no relative signal; its
-advantage is 0.
+Group estimators (grpo, dr_grpo, rloo, reinforce_pp_baseline, tree): a group of one carries no relative signal; its
+advantage is 0. With tree rollouts the leaves of one prompt's trees form its group (`group_ids`), so the group
+estimators treat leaves as samples; `tree` also uses the sibling groups.
 """
 
 from __future__ import annotations
@@ -193,6 +195,32 @@ def reinforce_pp_baseline(*, rewards: torch.Tensor, token_rewards: torch.Tensor,
     return masked_whiten(ret, mask), ret
 
 
+@register("tree")
+def tree(*, rewards: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor, branch_ids: torch.Tensor | None = None,
+         **_) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tree rollouts (TreeRL / ARPO style): A_i = (r_i - mean_sib(i)) + (r_i - mean_root(i)), the same for every
+    sampled token of leaf i (no std division, as dr_grpo).
+
+    rewards [B], group_ids [B] (the prompt: all leaves of its trees), branch_ids [B] (the leaf's sibling group: the
+    leaves that share its last branch point; `zerotir.rollout.tree.sibling_ids`), mask [B, R] → ([B, R], [B, R]).
+    A term whose group has one member is 0 (a leaf that never branched gets only the root term).
+    Why both: after the branch point a leaf's tokens are its own and are judged against its siblings (same state,
+    same tool output) and the prompt's other leaves. Tokens before it appear in each of the K sibling rows; their
+    local terms cancel in the sum over siblings, so the shared prefix gets K·(mean_sib - mean_root): it is credited
+    by how its subtree did against the prompt's mean. Returns = advantages.
+    """
+    if branch_ids is None:
+        raise ValueError("algo.name=tree needs branch_ids per row (the sibling groups of a tree rollout: "
+                         "zerotir.rollout.tree.sibling_ids), and the batch has none")
+    r = rewards.float()
+    sib_mean, _, sib_size = group_stats(r, branch_ids)
+    root_mean, _, root_size = group_stats(r, group_ids)
+    local = torch.where(sib_size > 1, r - sib_mean, torch.zeros_like(r))
+    glob = torch.where(root_size > 1, r - root_mean, torch.zeros_like(r))
+    adv = _broadcast(local + glob, mask)
+    return adv, adv.clone()
+
+
 # ------------------------------------------------------------------------------------------------ dispatcher
 
 
@@ -237,5 +265,6 @@ def compute_advantages(batch, cfg) -> Advantages:
         values = values.float()
     adv, ret = ADVANTAGE_ESTIMATORS[cfg.name](
         rewards=rewards, token_rewards=token_rewards, mask=mask, group_ids=batch.group_ids, values=values,
-        gamma=cfg.gamma, lam=cfg.lam)
+        gamma=cfg.gamma, lam=cfg.lam,
+        branch_ids=getattr(batch, "branch_ids", None))  # a TrainBatch field once collate records tree ids
     return Advantages(advantages=adv * mask, returns=ret * mask)
