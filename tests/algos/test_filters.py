@@ -31,8 +31,11 @@ def test_defaults_drop_only_sandbox_errors():
     res = filter_trajectories(trajs, AlgoConfig())
     kept, st = res.kept, res.metrics()
     assert len(kept) == 9 and all(not t.sandbox_error for t in kept)
-    assert st == {"filter/kept": 9.0, "filter/dropped_sandbox_errors": 1.0, "filter/dropped_uniform_groups": 0.0,
-                  "filter/dropped_overlong": 0.0}
+    assert {k: st[k] for k in ("filter/kept", "filter/dropped_sandbox_errors", "filter/dropped_uniform_groups",
+                               "filter/dropped_overlong")} == {"filter/kept": 9.0, "filter/dropped_sandbox_errors": 1.0,
+                                                               "filter/dropped_uniform_groups": 0.0,
+                                                               "filter/dropped_overlong": 0.0}
+    assert all(v == 0.0 for k, v in st.items() if k.startswith("filter/dropped_") and k.endswith(("_roc", "_turns")))
     assert set(st) <= set(METRICS)
 
 
