@@ -1,7 +1,7 @@
 """zerotir.sandbox: run the model's untrusted Python fast, isolated and (optionally) statefully.
 
     from zerotir.sandbox import Sandbox
-    with Sandbox(workers=4, timeout_s=2.0, memory_mb=512, max_output_bytes=65536) as sb:   # isolation="full"
+    with Sandbox(workers=4, timeout_s=2.0, memory_mb=512, cpu_cores=1) as sb:   # isolation="full", quotas on
         r = sb.run("print(1+1)")                  # ExecResult(status='ok', stdout='2\\n', ...)
         r = await sb.arun(code)                   # from any event loop
         with sb.session() as s:                   # one per trajectory: variables persist between calls
@@ -9,9 +9,11 @@
             branch = s.fork()                     # copy-on-write clone of the live state
 
 `make_sandbox(cfg.sandbox)` returns this local pool or `RemoteSandbox` (HTTP client of `zerotir sandbox serve`),
-with the same interface. Calls never raise for anything the code does: the result's `status` is ok | error (exception
-or non-zero exit) | timeout | oom (MemoryError) | killed (a signal) | sandbox_error (the infrastructure failed, never
-the code's fault). A pool is safe to use from many threads and many asyncio tasks at once.
+with the same interface (`protocol.SandboxLike`). Calls never raise: the result's `status` is ok | error (exception or
+non-zero exit) | timeout | oom (MemoryError, or the call's memory quota was exceeded) | killed (a signal) |
+sandbox_error (the infrastructure failed, never the code's fault; inside the pool that is a `SandboxError`, turned
+into a result in one place). `Session.fork()` raises `SandboxForkError` when it cannot clone (never a silent fresh
+session). A pool is safe to use from many threads and many asyncio tasks at once.
 
 How it runs. Each worker is a warm "zygote" Python that has imported math, fractions, itertools, numpy, sympy, scipy
 (and warmed sympy once). A stateless call takes a pre-forked context from a worker, forks the cell from it, and
@@ -23,6 +25,9 @@ What isolation='full' (the default) protects against, and how (each layer is che
 the sandbox refuse to start, naming it, unless the user picks a weaker level, which logs a warning):
   * Reading host files: the worker runs in bubblewrap with a new mount namespace holding only read-only /usr, /etc,
     the interpreter's prefix and venv (not the project tree, not /root, not /home); /etc/shadow is masked.
+  * Learning the host's layout: every interpreter prefix (pyenv, venv) is an overlayfs at /opt/zerotir-python/pN,
+    sys.path/PATH/PYTHONPATH point there; /proc/self/mountinfo, sys.path, sys.prefix, the environment, listings
+    of / and of the mount points' parents, module files and tracebacks name no host path (isolation.py).
   * Writing anywhere: everything is read-only except a private tmpfs /tmp and /dev/shm (64 MB, 4096 inodes) per
     context, gone with it; RLIMIT_FSIZE caps single files.
   * Host secrets: the environment is cleared; the code cannot see any host process (own pid namespace) or its
@@ -33,9 +38,13 @@ the sandbox refuse to start, naming it, unless the user picks a weaker level, wh
     with no capabilities, no_new_privs, non-dumpable (no ptrace, no /proc/pid/mem), and a seccomp filter denying
     ptrace, process_vm_*, mount, unshare/setns and namespace clone flags, bpf, perf, keyctl, io_uring, module and
     reboot calls, and more.
-  * Resource exhaustion: RLIMIT_AS (memory_mb on top of the warm interpreter), RLIMIT_CPU, RLIMIT_NPROC (per uid,
-    so fork and thread bombs stop at 64 tasks), RLIMIT_NOFILE; a wall-clock deadline enforced by the parent
-    (SIGKILL at the deadline, result within ~0.1 s, partial output kept); stdout and stderr capped per stream.
+  * Resource exhaustion, per call: each context and everything its code forks is one cgroup (v2 or v1, checked at
+    start; quotas.py) holding memory_mb in total (RSS added to the warm interpreter + its tmpfs; exceeded -> the
+    kernel kills inside that cgroup only and the call is 'oom': 8 forked children x 300 MB under 512 MB -> oom, at
+    most one survives; 2.4 GB all held without quotas), nproc tasks and cpu_cores of CPU. Per process
+    as well: RLIMIT_AS (memory_mb on top of the warm interpreter: a single huge allocation is a MemoryError),
+    RLIMIT_CPU, RLIMIT_NPROC (per uid), RLIMIT_NOFILE; a wall-clock deadline enforced by the parent (SIGKILL at the
+    deadline, result within ~0.1 s, partial output kept); stdout and stderr capped per stream.
   * Leftovers: every context is the init of its own pid namespace; killing it kills every process the code started
     (daemons, setsid'd grandchildren). Nothing outlives a stateless call; nothing outlives a session.
   * State leaking between calls/trajectories: stateless calls fork from the pristine zygote; sessions are separate
@@ -46,8 +55,13 @@ the sandbox refuse to start, naming it, unless the user picks a weaker level, wh
 What it does NOT protect against:
   * Kernel exploits. Namespaces + seccomp reduce the attack surface; they are not a VM. Use a VM/gVisor boundary
     for adversaries that may hold kernel 0-days.
-  * CPU and memory contention: executions share the machine's cores and RAM (no cgroup quotas); limits are per
-    process (AS) and per uid (NPROC), and the pool bounds concurrency.
+  * Contention below the quotas: calls share the machine's cores, RAM bandwidth and caches; the quotas bound each
+    call and the pool bounds concurrency (workers x cpu_cores cores, concurrency x memory_mb RAM at most), but
+    nothing reserves capacity for the caller. quotas=False (logs a warning) falls back to per-process limits: one
+    call can then hold ~nproc x memory_mb and several cores. On cgroup v1 each context joins its groups itself
+    (one thread: no global lock); on v2 joining takes the kernel's cgroup lock (a brief stall of forks machine-wide
+    per context unless cgroup2 is mounted with favordynmods).
+  * Disk I/O and page-cache pressure on the read-only system files are not limited (no io controller).
   * Forks of one session share its pid namespace, uid and /tmp (they are branches of one trajectory group): code in
     one branch can kill or disturb its siblings (they then get 'killed' or a fresh kernel), never other sessions.
   * The code can lie about itself (e.g. print a fake traceback); it cannot change another call's result.
@@ -76,6 +90,8 @@ def make_sandbox(cfg):
                              retries=cfg.remote_retries)
     if cfg.backend != "local":
         raise ValueError(f"sandbox.backend must be 'local' or 'remote', got {cfg.backend!r}")
+    # cpu_cores/quotas are read when the config schema has them (defaults: 1 core, quotas on).
     return Sandbox(workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb,
                    max_output_bytes=cfg.max_output_bytes, isolation=cfg.isolation,
-                   max_concurrency=cfg.max_concurrency or None)
+                   max_concurrency=cfg.max_concurrency or None, cpu_cores=getattr(cfg, "cpu_cores", 1.0),
+                   quotas=getattr(cfg, "quotas", True))

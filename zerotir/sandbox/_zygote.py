@@ -10,15 +10,17 @@ Process tree (isolation 'full'):
 
     zygote Z (root inside bwrap, caps: SETUID/SETGID/SYS_ADMIN/KILL; never runs model code; child subreaper)
       └─ context init A  (pid 1 of a fresh pid+mount+ipc namespace; fresh tmpfs /tmp, /dev/shm and /proc;
-         │                then drops to its own uid, no_new_privs, non-dumpable, rlimits, seccomp)
+         │                then drops to its own uid, no_new_privs, non-dumpable, rlimits, seccomp; with quotas,
+         │                joins its cgroup through files the pool passes it (quotas.py) before anything else runs)
          └─ kernel L (forked while the context is warmed; a stateless call runs right in it)
               └─ cell W   (sessions: a fork of the kernel per cell; if the cell finishes, W becomes the kernel and L
                            retires; if W dies (timeout, crash), L is the rollback)
 
 Killing A (the parent holds a pidfd) tears the whole namespace down: nothing outlives its context.
 
-Length: over 400 lines on purpose for now; splitting the sandbox by role (pool, isolation, quotas, service)
-is issue 15's sandbox v2, and its hostile table must keep passing through that split.
+Length: over 400 lines on purpose. This is the one source the sandbox runs, read from a memfd (no project file is
+visible inside, and it must not import zerotir); splitting it would mean concatenating sources at boot, and the
+zygote's own tracebacks would then name the wrong file and line. The pool side is split by role (see pool.py).
 """
 
 import array
