@@ -1,5 +1,6 @@
 """Shared sandbox pool for the sandbox tests (one pool per session keeps the suite fast) and the leak check."""
 
+import functools
 import os
 import shutil
 import time
@@ -17,6 +18,26 @@ needs_full = pytest.mark.skipif(not full_isolation_available(),
                                 reason="isolation='full' needs bubblewrap and root (make system-deps)")
 
 
+@functools.lru_cache(maxsize=1)
+def quotas_unavailable() -> str | None:
+    """Why per-call quotas (writable cgroups) are missing here, or None. Without them the isolation tests still run,
+    with quotas=False; the quota tests skip with this reason."""
+    if not full_isolation_available():
+        return "isolation='full' needs bubblewrap and root (make system-deps)"
+    from zerotir.sandbox.quotas import Quotas
+
+    try:
+        Quotas.create(64, 8, 1.0).close()
+    except Exception as e:  # noqa: BLE001
+        return f"no writable cgroups here: {e}"
+    return None
+
+
+def full_kwargs() -> dict:
+    """Sandbox kwargs for isolation='full' on this machine: quotas where cgroups are writable, else quotas=False."""
+    return {} if quotas_unavailable() is None else {"quotas": False}
+
+
 @pytest.fixture(scope="session")
 def sb():
     if not full_isolation_available():
@@ -24,7 +45,7 @@ def sb():
     from zerotir.sandbox import Sandbox
 
     os.environ["ZEROTIR_TEST_SECRET"] = SECRET  # must never be visible inside
-    box = Sandbox(workers=2, timeout_s=1.0, memory_mb=256, max_output_bytes=4096)
+    box = Sandbox(workers=2, timeout_s=1.0, memory_mb=256, max_output_bytes=4096, **full_kwargs())
     _warm_up(box)
     yield box
     box.close()

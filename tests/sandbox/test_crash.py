@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.sandbox.conftest import needs_full, settled
+from tests.sandbox.conftest import full_kwargs, needs_full, settled
 from zerotir.sandbox import Sandbox
 from tests.support.census import sandbox_uid_processes
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(180)  # a hang becomes a failure with a traceba
 
 @needs_full
 def test_killed_worker_is_replaced_and_inflight_call_fails_cleanly():
-    with Sandbox(workers=2, timeout_s=5.0) as sb:
+    with Sandbox(workers=2, timeout_s=5.0, **full_kwargs()) as sb:
         sess = sb.session()
         assert sess.run("x = 1").status == "ok"
         results = {}
@@ -56,7 +56,7 @@ def test_killed_worker_is_replaced_and_inflight_call_fails_cleanly():
 
 @needs_full
 def test_close_leaves_nothing_behind():
-    sb = Sandbox(workers=2, timeout_s=2.0)
+    sb = Sandbox(workers=2, timeout_s=2.0, **full_kwargs())
     pids = sb.worker_pids()
     s = sb.session()
     s.run("import os, time\nif os.fork() == 0:\n    time.sleep(60)")

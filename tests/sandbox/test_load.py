@@ -6,7 +6,7 @@ The default tier runs a small version; the full one (2,000 requests, then a cens
 
 import pytest
 
-from tests.sandbox.conftest import needs_full
+from tests.sandbox.conftest import full_kwargs, needs_full
 from zerotir.sandbox import Sandbox
 from tests.support.census import idle_baseline, load_test
 from zerotir.sandbox.pool import CONTEXT_PROCS
@@ -36,7 +36,7 @@ def test_small_mixed_load(sb):
 @needs_full
 @pytest.mark.slow
 def test_full_load_and_census():
-    with Sandbox(workers=2, timeout_s=1.0) as sb:
+    with Sandbox(workers=2, timeout_s=1.0, **full_kwargs()) as sb:
         first = idle_baseline(sb, settle_s=1.0)
         reports = [load_test(sb, n=2000, hostile_share=0.12, concurrency=4, seed=0)]
         assert reports[0].hostile >= 200

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox.conftest import full_isolation_available
+from tests.sandbox.conftest import full_isolation_available, full_kwargs
 from zerotir.sandbox.isolation import NEUTRAL_ROOT, python_layout
 
 pytestmark = pytest.mark.timeout(180)
@@ -75,7 +75,7 @@ def test_python_layout_maps_every_prefix_and_drops_the_rest():
 def test_no_host_path_is_visible_inside():
     from zerotir.sandbox import Sandbox
 
-    with Sandbox(workers=1, spares=0, timeout_s=20.0, max_output_bytes=1 << 20) as box:
+    with Sandbox(workers=1, spares=0, timeout_s=20.0, max_output_bytes=1 << 20, **full_kwargs()) as box:
         r = box.run(PROBE)
     assert r.status == "ok", r
     info = json.loads(r.stdout)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from tests.sandbox.conftest import full_isolation_available
+from tests.sandbox.conftest import full_isolation_available, quotas_unavailable
 from zerotir.sandbox import quotas as Q
 
 pytestmark = pytest.mark.timeout(180)
@@ -55,17 +55,17 @@ def test_parsers():
     assert Q.oom_kill_count("") == 0
 
 
-def _quotas_reason() -> str | None:
-    if not full_isolation_available():
-        return "isolation='full' needs bubblewrap and root (make system-deps)"
-    try:
-        Q.Quotas.create(64, 8, 1.0).close()
-    except Exception as e:  # noqa: BLE001
-        return f"no writable cgroups here: {e}"
-    return None
+needs_quotas = pytest.mark.skipif(quotas_unavailable() is not None, reason=str(quotas_unavailable()))
 
 
-needs_quotas = pytest.mark.skipif(_quotas_reason() is not None, reason=str(_quotas_reason()))
+def test_v2_group_goes_next_to_a_cgroup_that_holds_processes(tmp_path):
+    own = tmp_path / "system.slice" / "runner.service"
+    own.mkdir(parents=True)
+    (own / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    assert Q._v2_base(str(own), "/system.slice/runner.service") == str(tmp_path / "system.slice")
+    (own / "cgroup.controllers").write_text("cpu io\n")
+    with pytest.raises(OSError, match="memory/pids are not delegated"):
+        Q._v2_base(str(own), "/system.slice/runner.service")
 
 
 @pytest.fixture(scope="module")

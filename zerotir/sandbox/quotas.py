@@ -186,7 +186,7 @@ class Quotas:
             bases = {k: cgroup_dir(*mounts[k], own[k]) for k in keys}
             try:
                 if kind == "v2":
-                    _v2_check(bases["v2"])
+                    bases["v2"] = _v2_base(bases["v2"], own["v2"])
                 parents = {k: os.path.join(b, name) for k, b in bases.items()}
                 made = []
                 try:
@@ -296,15 +296,20 @@ def _remove_tree(path: str) -> None:
     os.rmdir(path)
 
 
-def _v2_check(base: str) -> None:
-    """cgroup v2 needs memory, pids and cpu delegated to `base`'s children."""
-    have = set(open(os.path.join(base, "cgroup.controllers")).read().split())
+def _v2_base(own_dir: str, own: str) -> str:
+    """Where the pool's v2 group goes. A v2 cgroup holding processes cannot give its children controllers, so the
+    group is made next to this process's own cgroup (whose parent already delegates the controllers it lists), or
+    under the root cgroup, which is exempt, when this process is there."""
+    if own == "/":
+        sub = set(open(os.path.join(own_dir, "cgroup.subtree_control")).read().split())
+        if not set(CONTROLLERS) <= sub:
+            _write(os.path.join(own_dir, "cgroup.subtree_control"), " ".join(f"+{c}" for c in CONTROLLERS))
+        return own_dir
+    have = set(open(os.path.join(own_dir, "cgroup.controllers")).read().split())
     missing = [c for c in CONTROLLERS if c not in have]
     if missing:
-        raise OSError(errno.ENOTSUP, f"controllers {'/'.join(missing)} not available", base)
-    sub = set(open(os.path.join(base, "cgroup.subtree_control")).read().split())
-    if not set(CONTROLLERS) <= sub:  # fails (EBUSY) when base itself holds processes and is not the root
-        _write(os.path.join(base, "cgroup.subtree_control"), " ".join(f"+{c}" for c in CONTROLLERS))
+        raise OSError(errno.ENOTSUP, f"controllers {'/'.join(missing)} are not delegated to this cgroup", own_dir)
+    return os.path.dirname(own_dir.rstrip("/"))
 
 
 def _sweep_stale(base: str) -> None:
