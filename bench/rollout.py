@@ -1,6 +1,7 @@
 """Rollout throughput: our TIR rollout vs a naive loop, side by side in one run, on the same model and prompts.
 
     .venv/bin/python bench/rollout.py [--problems 16] [--n 4] [--latency 0.2] [--device cpu]
+    .venv/bin/python bench/rollout.py --model ~/.cache/zerotir/smollm2-135m --problems 8   # + a real model, side by side
 
 * ours:  `zerotir.rollout.tir.rollout` — HFEngine continuous batching (own KV cache, rows leave/join, cache reuse
          after tool output), sandbox calls awaited per trajectory while the others keep decoding.
@@ -8,8 +9,11 @@
          the same python-block close / EOS), then every tool call of the batch runs (one after another) once the
          whole batch has stopped; the next turn re-encodes nothing but re-prefills everything.
 
-The model is the tiny model taught the tool format (tests/support/tool_model.py), so real code blocks are written and
-executed by the real sandbox. Reported: sampled tokens/s of each, the speed-up, and our wall time with an injected
+The default model is the tiny model taught the tool format (tests/support/tool_model.py), so real code blocks are
+written and executed by the real sandbox. `--model DIR` adds a real HF model directory (e.g. SmolLM2-135M imported
+with `zerotir models import-gguf`, prompted with the few-shot chat template it follows): both sizes are measured in
+the same run and their ratios printed side by side (`--skip-tiny` measures only DIR). `--dtype bfloat16` runs both
+loops in bf16 (a lever to measure: it helps only where the CPU has bf16 arithmetic). Reported: sampled tokens/s of each, the speed-up, and our wall time with an injected
 tool latency (added to each sandbox call) relative to the zero-latency run (target <= 1.3×).
 """
 
@@ -148,22 +152,8 @@ def naive_rollout(model, tok, sandbox, problems, n, cfg, max_tool_calls, seed=0)
     return sum(s["sampled"] for s in seqs), executed
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--problems", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=32, help="rows decoded together (rollout.batch_size), both loops")
-    ap.add_argument("--n", type=int, default=4)
-    ap.add_argument("--max-tool-calls", type=int, default=2)
-    ap.add_argument("--max-total-tokens", type=int, default=256)
-    ap.add_argument("--latency", type=float, default=0.2)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the 2 cores are shared)")
-    ap.add_argument("--model-dir", default=str(Path.home() / ".cache" / "zerotir" / "bench-tool-model"))
-    ap.add_argument("--repeats", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-
-    from tests.support.tool_model import make_tool_model
+def measure(model_dir: str, template: str, args, label: str) -> dict:
+    """Both loops on one model; returns the mean ratios (see the module docstring)."""
     from zerotir.config import Config
     from zerotir.models import load_model_and_tokenizer
     from zerotir.rollout.engines import make_engine
@@ -171,17 +161,17 @@ def main() -> None:
     from zerotir.sandbox import Sandbox
     from zerotir.types import Problem
 
-    t0 = time.perf_counter()
-    model_dir = make_tool_model(args.model_dir, steps=150)
-    print(f"model: {model_dir} (ready in {time.perf_counter() - t0:.1f}s)")
-    model, tok = load_model_and_tokenizer(model_dir, args.device)
+    model, tok = load_model_and_tokenizer(model_dir, args.device, args.dtype)
+    n_params = sum(p.numel() for p in model.parameters())
     full = Config()
-    full.model.path, full.rollout.batch_size, full.rollout.engine = str(model_dir), args.batch, "hf"
-    cfg = dataclasses.replace(full.rollout, template="toy", max_total_tokens=args.max_total_tokens,
-                              max_new_tokens_per_turn=128, temperature=1.0)
+    full.model.path, full.model.dtype, full.rollout.batch_size = str(model_dir), args.dtype, args.batch
+    full.rollout.engine = "hf"
+    cfg = dataclasses.replace(full.rollout, template=template, max_total_tokens=args.max_total_tokens,
+                              max_new_tokens_per_turn=min(128, args.max_total_tokens), temperature=1.0)
     problems = [Problem(id=f"b{i}", prompt=f"What is {11 + 7 * i}*{23 + 5 * i}?",
                         answer=str((11 + 7 * i) * (23 + 5 * i))) for i in range(args.problems)]
-    n_traj = args.problems * args.n
+    print(f"\n== {label}: {model_dir} ({n_params / 1e6:.1f}M parameters, {args.dtype}, template '{template}')",
+          flush=True)
     rows = []
     with Sandbox(workers=2, timeout_s=5.0, isolation="full") as sb:
         sb.run("print(1)")
@@ -189,6 +179,8 @@ def main() -> None:
 
         def ours(box, seed):
             eng = make_engine(full, device=args.device, seed=seed)  # its own copy of the same weights
+            if args.engine_threads is not None:  # a fixed count instead of the measured choice (ablation)
+                eng.thread_tuner, eng.cpu_threads = None, args.engine_threads
             t = time.perf_counter()
             trajs = rollout(problems, eng, box, cfg, n_samples=args.n, max_tool_calls=args.max_tool_calls, seed=seed)
             dt = time.perf_counter() - t
@@ -204,9 +196,11 @@ def main() -> None:
             return time.perf_counter() - t, tokens, calls
 
         ours(sb, 999)  # warm-up
+        cases = [("ours", ours, sb), ("naive", naive, sb)]
+        if args.latency > 0:
+            cases += [(f"ours+{args.latency:g}s", ours, slow), (f"naive+{args.latency:g}s", naive, slow)]
         for rep in range(args.repeats):
-            for name, fn, box in (("ours", ours, sb), ("naive", naive, sb), (f"ours+{args.latency:g}s", ours, slow),
-                                  (f"naive+{args.latency:g}s", naive, slow)):
+            for name, fn, box in cases:
                 dt, tokens, calls = fn(box, rep)
                 rows.append((name, dt, tokens, calls))
                 print(f"{name:>12}: {dt:7.2f}s  {tokens:6d} sampled tokens  {tokens / dt:8.1f} tok/s  "
@@ -217,14 +211,69 @@ def main() -> None:
         return sum(v) / len(v)
 
     lat = f"{args.latency:g}s"
-    speed = (mean("ours", 2) / mean("ours", 1)) / (mean("naive", 2) / mean("naive", 1))
-    slow_ratio = mean(f"ours+{lat}", 1) / mean("ours", 1)
-    naive_slow = mean(f"naive+{lat}", 1) / mean("naive", 1)
-    print(f"\n{n_traj} trajectories ({args.problems} prompts × {args.n}), batch {args.batch}, max {args.max_tool_calls} tool calls, "
-          f"{args.max_total_tokens} token budget, device {args.device}, torch threads {args.threads}")
-    print(f"throughput ours / naive (sampled tok/s):         {speed:.2f}×   (target ≥ 2×)")
-    print(f"ours wall time, {lat} tool latency / none:       {slow_ratio:.2f}×   (target ≤ 1.3×)")
-    print(f"naive wall time, {lat} tool latency / none:      {naive_slow:.2f}×")
+    out = {"label": label, "params": n_params, "ours_tps": mean("ours", 2) / mean("ours", 1),
+           "naive_tps": mean("naive", 2) / mean("naive", 1)}
+    out["speed"] = out["ours_tps"] / out["naive_tps"]
+    if args.latency > 0:
+        out["slow_ratio"] = mean(f"ours+{lat}", 1) / mean("ours", 1)
+        out["naive_slow"] = mean(f"naive+{lat}", 1) / mean("naive", 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problems", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=32, help="rows decoded together (rollout.batch_size), both loops")
+    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--max-tool-calls", type=int, default=2)
+    ap.add_argument("--max-total-tokens", type=int, default=256)
+    ap.add_argument("--latency", type=float, default=0.2, help="injected tool latency (0: skip those runs)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the 2 cores are shared)")
+    ap.add_argument("--model-dir", default=str(Path.home() / ".cache" / "zerotir" / "bench-tool-model"),
+                    help="where the tiny tool model is built (cached)")
+    ap.add_argument("--model", default=None, help="also measure this HF model directory (e.g. SmolLM2-135M)")
+    ap.add_argument("--template", default=None,
+                    help="template for --model (default: chat_fewshot if it has a chat template, else zerotir)")
+    ap.add_argument("--skip-tiny", action="store_true", help="measure only --model")
+    ap.add_argument("--dtype", default="float32", help="float32 or bfloat16, both loops")
+    ap.add_argument("--engine-threads", type=int, default=None,
+                    help="ours: fixed engine threads instead of the measured choice (ablation)")
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.skip_tiny and not args.model:
+        ap.error("--skip-tiny needs --model DIR")
+
+    results = []
+    if not args.skip_tiny:
+        from tests.support.tool_model import make_tool_model
+
+        t0 = time.perf_counter()
+        tiny = make_tool_model(args.model_dir, steps=150)
+        print(f"tiny model: {tiny} (ready in {time.perf_counter() - t0:.1f}s)")
+        results.append(measure(str(tiny), "toy", args, "tiny"))
+    if args.model:
+        from zerotir.models import check_model_dir, load_tokenizer
+
+        real = check_model_dir(args.model)
+        template = args.template or ("chat_fewshot" if getattr(load_tokenizer(real), "chat_template", None)
+                                     else "zerotir")
+        results.append(measure(str(real), template, args, real.name))
+
+    print(f"\n{args.problems} prompts × {args.n} samples, batch {args.batch}, max {args.max_tool_calls} tool calls, "
+          f"{args.max_total_tokens} token budget, device {args.device}, {args.dtype}, torch threads {args.threads}, "
+          f"engine threads {args.engine_threads if args.engine_threads is not None else 'measured'}")
+    lat = f"{args.latency:g}s"
+    print(f"{'model':>16} {'params':>8} {'ours tok/s':>11} {'naive tok/s':>12} {'ours/naive':>11}"
+          + (f" {'ours +' + lat + ' lat.':>15} {'naive +' + lat + ' lat.':>16}" if args.latency > 0 else ""))
+    for r in results:
+        line = (f"{r['label']:>16} {r['params'] / 1e6:7.1f}M {r['ours_tps']:11.1f} {r['naive_tps']:12.1f} "
+                f"{r['speed']:10.2f}×")
+        if args.latency > 0:
+            line += f" {r['slow_ratio']:14.2f}× {r['naive_slow']:15.2f}×"
+        print(line)
+    print("targets: ours/naive ≥ 2×; ours wall time with tool latency / without ≤ 1.3×")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """One RL step (rollout + reward + update, tools off) of zerotir vs TRL's GRPOTrainer, side by side in one run.
 
-Same tiny model (random Qwen2-style, built here), same prompts (our template's rendered text is given to TRL as its
+Same model (by default a tiny random Qwen2-style one, built here; or --model DIR), same prompts (our template's rendered text is given to TRL as its
 prompt, so both see the same prompt tokens), same group size, same response budget, GRPO advantages, no KL,
 clip 0.2/0.28, token-mean loss, fp32 on the same device, the same reward function (zerotir's RewardScorer).
 Where ours saves work: the engine prefills a prompt once for its G samples (the other rows copy its cache) and the
@@ -13,6 +13,10 @@ shared machine the CPU figure is the stable one — plus the generate+reward / u
     .venv/bin/python bench/train_step.py                 # P=8 prompts x G=4, 64 new tokens, 3 rounds
     .venv/bin/python bench/train_step.py --prompts 16 --group 8 --new-tokens 128 --rounds 3 --hidden 256 --layers 4
     .venv/bin/python bench/train_step.py --no-shared-prompts --engine-threads 1    # ablation: neither saving
+    .venv/bin/python bench/train_step.py --model ~/.cache/zerotir/smollm2-135m --rounds 1   # + a real model
+
+`--model DIR` adds a real HF model directory (e.g. SmolLM2-135M imported with `zerotir models import-gguf`): the tiny
+model and DIR are measured in the same run and their ratios printed side by side (`--skip-tiny`: DIR only).
 """
 
 from __future__ import annotations
@@ -143,48 +147,21 @@ def trl_round(model_dir: Path, prompts: list[str], golds: list[str], cfg: Config
     return timer.times[-1], tokens, gen_times[-1][0], timer.cpu[-1], gen_times[-1][1]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--prompts", type=int, default=8)
-    ap.add_argument("--group", type=int, default=4)
-    ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--micro-batch-tokens", type=int, default=16384,
-                    help="ours: tokens per micro-batch (default: the whole batch in one pass, as TRL does here)")
-    ap.add_argument("--no-shared-prompts", action="store_true",
-                    help="ours: prefill and train every prompt once per sample, as TRL does (ablation)")
-    ap.add_argument("--engine-threads", type=int, default=None,
-                    help="ours: fixed engine threads on CPU instead of the measured choice (ablation)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    try:
-        import trl  # noqa: F401
-    except ImportError:
-        sys.exit("bench/train_step.py runs TRL's GRPOTrainer beside ours: pip install -e '.[bench]' (or: make bench)")
-    warnings.filterwarnings("ignore")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    from zerotir.models.tiny import make_tiny_model
+def compare(model_dir: Path, label: str, a) -> dict:
+    """Rounds of (ours, TRL) on one model; prints each round and returns the medians."""
     from zerotir.reward import RewardScorer
     from zerotir.sandbox import make_sandbox
 
-    model_dir = make_tiny_model(Path(tempfile.mkdtemp()) / "tiny", hidden=a.hidden, layers=a.layers)
     cfg = make_cfg(model_dir, a)
     probs = problems(a.prompts)
-    print(f"model: tiny Qwen2 hidden={a.hidden} layers={a.layers}; {a.prompts} prompts x {a.group} samples, "
-          f"{a.new_tokens} new tokens, device {a.device}, torch threads {torch.get_num_threads()}; ours: shared "
-          f"prompts {'off' if a.no_shared_prompts else 'on'}, engine threads "
-          f"{a.engine_threads if a.engine_threads is not None else 'measured'}")
+    print(f"\n== {label}: {model_dir}", flush=True)
     ours_t, ours_tok, trl_t, trl_tok, ours_gen, trl_gen = [], [], [], [], [], []
     ours_cpu, trl_cpu, ours_gcpu, trl_gcpu = [], [], [], []
     with make_sandbox(cfg.sandbox) as sandbox, RewardScorer(cfg.reward) as scorer:
         prompt_text: list[str] | None = None
         for r in range(a.rounds):
             ours = Ours(cfg, sandbox, scorer, share=not a.no_shared_prompts, engine_threads=a.engine_threads)
+            n_params = sum(p.numel() for p in ours.learner.policy.parameters())
             ours.step(probs, seed=a.seed * 1000 + r)  # warm-up step of this fresh run
             sec, tok, trajs = ours.step(probs, seed=a.seed * 1000 + r + 500)
             ours_t.append(sec)
@@ -205,20 +182,72 @@ def main() -> None:
             print(f"round {r + 1}: ours {ours_t[-1]:.2f} s (generate+reward {ours_gen[-1]:.2f} s, {ours_tok[-1]} "
                   f"tokens)   TRL GRPOTrainer {trl_t[-1]:.2f} s (generate+reward {trl_gen[-1]:.2f} s, "
                   f"{trl_tok[-1]} tokens)   CPU s: ours {ours_cpu[-1]:.2f}, TRL {trl_cpu[-1]:.2f}", flush=True)
-    mo, mt = statistics.median(ours_t), statistics.median(trl_t)
-    tps_o = statistics.median([k / s for k, s in zip(ours_tok, ours_t)])
-    tps_t = statistics.median([k / s for k, s in zip(trl_tok, trl_t)])
-    print(f"median step: ours {mo:.2f} s, TRL {mt:.2f} s  → speed-up {mt / mo:.2f}x (target >= 1.5x)")
-    print(f"sampled tokens/s per step: ours {tps_o:.0f}, TRL {tps_t:.0f}  → {tps_o / tps_t:.2f}x")
-    co, ct = statistics.median(ours_cpu), statistics.median(trl_cpu)
-    print(f"median CPU seconds per step: ours {co:.2f}, TRL {ct:.2f}  → speed-up {ct / co:.2f}x "
-          f"(generate+reward {statistics.median(ours_gcpu):.2f} vs {statistics.median(trl_gcpu):.2f}; update "
-          f"{statistics.median([c - g for c, g in zip(ours_cpu, ours_gcpu)]):.2f} vs "
-          f"{statistics.median([c - g for c, g in zip(trl_cpu, trl_gcpu)]):.2f})")
-    up_o = statistics.median([s - g for s, g in zip(ours_t, ours_gen)])
-    up_t = statistics.median([s - g for s, g in zip(trl_t, trl_gen)])
-    print(f"median generate+reward: ours {statistics.median(ours_gen):.2f} s, TRL {statistics.median(trl_gen):.2f} s;"
-          f" median update (+ weight sync for ours): ours {up_o:.2f} s, TRL {up_t:.2f} s  → {up_t / up_o:.2f}x")
+    med = statistics.median
+    out = {"label": label, "params": n_params, "ours_s": med(ours_t), "trl_s": med(trl_t),
+           "ours_cpu": med(ours_cpu), "trl_cpu": med(trl_cpu), "ours_gen": med(ours_gen), "trl_gen": med(trl_gen),
+           "ours_gcpu": med(ours_gcpu), "trl_gcpu": med(trl_gcpu),
+           "ours_up": med([s - g for s, g in zip(ours_t, ours_gen)]),
+           "trl_up": med([s - g for s, g in zip(trl_t, trl_gen)]),
+           "tps_o": med([k / s for k, s in zip(ours_tok, ours_t)]),
+           "tps_t": med([k / s for k, s in zip(trl_tok, trl_t)])}
+    print(f"median step: ours {out['ours_s']:.2f} s, TRL {out['trl_s']:.2f} s  → {out['trl_s'] / out['ours_s']:.2f}x; "
+          f"CPU s: ours {out['ours_cpu']:.2f}, TRL {out['trl_cpu']:.2f} → {out['trl_cpu'] / out['ours_cpu']:.2f}x "
+          f"(generate+reward {out['ours_gcpu']:.2f} vs {out['trl_gcpu']:.2f}; update "
+          f"{out['ours_cpu'] - out['ours_gcpu']:.2f} vs {out['trl_cpu'] - out['trl_gcpu']:.2f})", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--group", type=int, default=4)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--model", default=None, help="also measure this HF model directory (e.g. SmolLM2-135M)")
+    ap.add_argument("--skip-tiny", action="store_true", help="measure only --model")
+    ap.add_argument("--micro-batch-tokens", type=int, default=16384,
+                    help="ours: tokens per micro-batch (default: the whole batch in one pass, as TRL does here)")
+    ap.add_argument("--no-shared-prompts", action="store_true",
+                    help="ours: prefill and train every prompt once per sample, as TRL does (ablation)")
+    ap.add_argument("--engine-threads", type=int, default=None,
+                    help="ours: fixed engine threads on CPU instead of the measured choice (ablation)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    if a.skip_tiny and not a.model:
+        ap.error("--skip-tiny needs --model DIR")
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        sys.exit("bench/train_step.py runs TRL's GRPOTrainer beside ours: pip install -e '.[bench]' (or: make bench)")
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    from zerotir.models import check_model_dir
+    from zerotir.models.tiny import make_tiny_model
+
+    print(f"{a.prompts} prompts x {a.group} samples, {a.new_tokens} new tokens, tools off, fp32, device {a.device}, "
+          f"torch threads {torch.get_num_threads()}; ours: shared prompts {'off' if a.no_shared_prompts else 'on'}, "
+          f"engine threads {a.engine_threads if a.engine_threads is not None else 'measured'}; {a.rounds} rounds")
+    results = []
+    if not a.skip_tiny:
+        tiny = make_tiny_model(Path(tempfile.mkdtemp()) / "tiny", hidden=a.hidden, layers=a.layers)
+        results.append(compare(tiny, f"tiny h{a.hidden} l{a.layers}", a))
+    if a.model:
+        real = check_model_dir(a.model)
+        results.append(compare(real, real.name, a))
+    print(f"\n{'model':>16} {'params':>8} {'ours s':>7} {'TRL s':>7} {'wall ×':>7} {'ours CPU':>9} {'TRL CPU':>8} "
+          f"{'CPU ×':>6} {'gen+rew CPU ×':>14} {'update CPU ×':>13}")
+    for r in results:
+        up_o, up_t = r["ours_cpu"] - r["ours_gcpu"], r["trl_cpu"] - r["trl_gcpu"]
+        params = f"{r['params'] / 1e6:7.1f}M"
+        print(f"{r['label']:>16} {params} {r['ours_s']:7.2f} {r['trl_s']:7.2f} {r['trl_s'] / r['ours_s']:6.2f}x "
+              f"{r['ours_cpu']:9.2f} {r['trl_cpu']:8.2f} {r['trl_cpu'] / r['ours_cpu']:5.2f}x "
+              f"{r['trl_gcpu'] / r['ours_gcpu']:13.2f}x {up_t / up_o:12.2f}x")
+    print("target: TRL / ours >= 1.5x (CPU seconds are the stable figure on a loaded machine)")
 
 
 if __name__ == "__main__":

@@ -22,12 +22,12 @@ TOY_BASE_PROVIDER = "zerotir.toy.cache:toy_base_path"
 
 def resolve_model_path(path: str) -> Path:
     """'toy' and 'toy-<size>' (e.g. 'toy-0.2m', 'toy-3m') → that toy base's directory: shipped in zerotir/assets, or
-    in the user cache, built there on first use (zerotir.toy.cache). Anything else is a local directory; an existing
-    directory wins over a toy name of the same spelling."""
+    in the user cache, built there on first use (zerotir.toy.cache). Anything else is a local directory ('~' is
+    expanded); an existing directory wins over a toy name of the same spelling."""
     path = str(path)
     is_toy_name = path == "toy" or (path.startswith("toy-") and "/" not in path and not Path(path).exists())
     if not is_toy_name:
-        return Path(path)
+        return Path(path).expanduser()  # presets name the user cache as ~/.cache/zerotir/... (configs/real-cpu.yaml)
     # models sits below toy in the import table (toy imports models to load and build its bases), so models must not
     # import toy's code: the provider is named as data and imported on first use, as a plugin entry point would be.
     # Resolving other paths never touches it.
