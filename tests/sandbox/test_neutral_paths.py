@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.sandbox.conftest import full_isolation_available, full_kwargs
-from zerotir.sandbox.isolation import NEUTRAL_ROOT, python_layout
+from zerotir.sandbox.isolation import NEUTRAL_ROOT, python_layout, revealing_files
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,6 +31,12 @@ for line in info["mountinfo"].splitlines():
 info["listed"] = listed
 import numpy, sympy
 info["files"] = [numpy.__file__, sympy.__file__, os.__file__, json.__file__]
+info["package_dir_texts"] = {}
+for d in sys.path:
+    if d.startswith('/opt/'):
+        for n in os.listdir(d):
+            if n.endswith('.pth') or n.startswith('__editable__') or n == 'pyvenv.cfg':
+                info["package_dir_texts"][n] = open(os.path.join(d, n)).read()
 try:
     sympy.sympify('(1 +')
 except Exception:
@@ -55,20 +61,29 @@ def _leaks(text: str, host: set[str]) -> list[str]:
 
 
 def test_python_layout_maps_every_prefix_and_drops_the_rest():
-    lay = python_layout(["/root/.pyenv/versions/3.11.7", "/work/main/.venv"], "/root/.pyenv/versions/3.11.7/bin/py",
-                        ["", "/root/.pyenv/versions/3.11.7/lib/python3.11", "/work/main/.venv/lib/site-packages",
-                         "/work/main", "/usr/lib/python3/dist-packages",
-                         "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages"])
-    assert lay.binds == (("/root/.pyenv/versions/3.11.7", f"{NEUTRAL_ROOT}/p0"), ("/work/main/.venv",
-                                                                                   f"{NEUTRAL_ROOT}/p1"))
+    base, venv = "/root/.pyenv/versions/3.11.7", "/work/main/.venv"
+    lay = python_layout([base, venv], f"{base}/bin/py",
+                        [f"{base}/lib/python3.11", f"{venv}/lib/site-packages", "/work/main",
+                         "/usr/lib/python3/dist-packages", f"{base}/lib/python3.11/site-packages"])
+    # The base prefix whole; of the venv only its package directory; the editable checkout not at all.
+    assert lay.binds == ((base, f"{NEUTRAL_ROOT}/p0"), (f"{venv}/lib/site-packages", f"{NEUTRAL_ROOT}/p1"))
     assert lay.python == f"{NEUTRAL_ROOT}/p0/bin/py"
-    assert lay.sys_path == (f"{NEUTRAL_ROOT}/p0/lib/python3.11", f"{NEUTRAL_ROOT}/p1/lib/site-packages",
+    assert lay.sys_path == (f"{NEUTRAL_ROOT}/p0/lib/python3.11", f"{NEUTRAL_ROOT}/p1",
                             "/usr/lib/python3/dist-packages", f"{NEUTRAL_ROOT}/p0/lib/python3.11/site-packages")
-    assert lay.site_path == (f"{NEUTRAL_ROOT}/p1/lib/site-packages", "/usr/lib/python3/dist-packages")
+    assert lay.site_path == (f"{NEUTRAL_ROOT}/p1", "/usr/lib/python3/dist-packages")
     assert lay.lib_path == f"{NEUTRAL_ROOT}/p0/lib"
-    # A system interpreter needs no bind; a venv nested in a prefix shares its bind.
-    sys_lay = python_layout(["/usr", "/usr/local/venv"], "/usr/bin/python3", ["/usr/lib/python3.11"])
+    assert lay.neutral("/work/main/zerotir") is None
+    # A system interpreter needs no bind.
+    sys_lay = python_layout(["/usr"], "/usr/bin/python3", ["/usr/lib/python3.11"])
     assert sys_lay.binds == () and sys_lay.python == "/usr/bin/python3"
+
+
+def test_files_naming_host_paths_are_found(tmp_path):
+    for name in ("a.pth", "__editable___x_finder.py", "six.py", "x-1.0.dist-info/direct_url.json",
+                 "y-1.0.dist-info/METADATA"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("/work/main")
+    assert revealing_files(str(tmp_path)) == ["__editable___x_finder.py", "a.pth", "x-1.0.dist-info/direct_url.json"]
 
 
 @pytest.mark.skipif(not full_isolation_available(), reason="isolation='full' needs bubblewrap and root")

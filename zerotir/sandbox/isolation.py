@@ -10,8 +10,10 @@ nothing the code can look at names the host's layout (a checkout under /work, a 
     while an overlay's root is its own and its options name only the (gone) staging path;
   * the zygote runs the *base* interpreter (the venv's own would read pyvenv.cfg, which names the host prefix) with
     `sys.path` set to the host's entries mapped to the neutral prefixes (entries outside them, such as an editable
-    checkout, are dropped); contexts get PATH, PYTHONPATH and LD_LIBRARY_PATH (pyenv links libpython by an absolute
-    RUNPATH) pointing at the same neutral paths, so a subprocess `python3` imports what the cell imports.
+    checkout, are dropped); of a venv only its package directories are shown (not pyvenv.cfg or scripts, which name
+    the checkout), and files there that name host paths (.pth, editable finders, direct_url.json) read as empty;
+    contexts get PATH, PYTHONPATH and LD_LIBRARY_PATH (pyenv links libpython by an absolute RUNPATH) pointing at
+    the same neutral paths, so a subprocess `python3` imports what the cell imports.
 Where overlayfs cannot be mounted the stage binds the prefix instead (paths stay neutral, mountinfo's root field
 does not) and the worker reports it; the pool logs a warning.
 """
@@ -44,6 +46,10 @@ def mnt(src, dst, fs, flags, data):
                   data.encode() if data else None):
         raise OSError(ctypes.get_errno(), "mount " + dst)
 overlay = True
+stages = [s for s, _ in cfg["layout"]]
+empty = os.path.dirname(stages[0]) + "/.empty" if stages else ""
+if empty:  # the second layer overlayfs needs: a tmpfs of its own, so its path can go and the layer stays
+    mnt("tmpfs", empty, "tmpfs", 1, "size=4k,mode=755")
 for stage, final in cfg["layout"]:
     try:
         mnt("overlay", final, "overlay", 1, "lowerdir=%s:%s/.empty" % (stage, os.path.dirname(stage)))
@@ -51,11 +57,15 @@ for stage, final in cfg["layout"]:
         overlay = False
         mnt(stage, final, None, 4096 | 16384, None)
         mnt("none", final, None, 4096 | 32 | 1, None)
-for stage, final in cfg["layout"]:
-    libc.umount2(stage.encode(), 2)
-stages = [s for s, _ in cfg["layout"]]
-for d in stages + [os.path.dirname(stages[0]) + "/.empty", os.path.dirname(stages[0])] if stages else []:
+for d in stages + ([empty] if empty else []):
+    libc.umount2(d.encode(), 2)
+for d in stages + [empty, os.path.dirname(empty)] if stages else []:
     try: os.rmdir(d)
+    except OSError: pass
+for path in cfg["mask"]:
+    try:
+        mnt("/dev/null", path, None, 4096, None)
+        mnt("none", path, None, 4096 | 32 | 1, None)
     except OSError: pass
 os.environ["LD_LIBRARY_PATH"] = cfg["ld_library_path"]
 os.environ["ZEROTIR_OVERLAY"] = "1" if overlay else "0"
@@ -86,29 +96,56 @@ def _system_path(path: str) -> bool:
 
 
 def python_layout(prefixes: list[str], executable: str, sys_path: list[str]) -> PythonLayout:
-    """Pure: neutral paths for resolved `prefixes` (those under /usr are visible as they are), the base
-    `executable` and the host `sys_path` (entries outside every prefix are dropped)."""
+    """Pure: neutral paths for the base interpreter (the resolved prefix holding `executable`, shown whole at p0) and
+    for each host `sys_path` entry inside another prefix (a venv: only its package directories are shown, at p1...,
+    not its pyvenv.cfg or scripts, which name the checkout). Entries outside every prefix (an editable checkout)
+    are dropped; anything under /usr is visible as it is."""
+    def under(path: str, root: str) -> bool:
+        return path == root or path.startswith(root + "/")
+
+    holders = [p for p in prefixes if under(executable, p)]
+    base = max(holders, key=len) if holders else None
     binds: list[tuple[str, str]] = []
-    for p in sorted(set(prefixes)):
-        if not _system_path(p) and not any(p == h or p.startswith(h + "/") for h, _ in binds):
-            binds.append((p, f"{NEUTRAL_ROOT}/p{len(binds)}"))
+    if base is not None and not _system_path(base):
+        binds.append((base, f"{NEUTRAL_ROOT}/p0"))
+    for entry in sys_path:
+        if not entry.startswith("/") or _system_path(entry) or (base is not None and under(entry, base)):
+            continue
+        if any(under(entry, p) for p in prefixes) and not any(under(entry, h) for h, _ in binds):
+            binds.append((entry, f"{NEUTRAL_ROOT}/p{len(binds) + (1 if not binds else 0)}"))
     lay = PythonLayout(tuple(binds), "", (), (), "")
     python = lay.neutral(executable)
     if python is None:
         raise SandboxUnavailable(f"the interpreter {executable} is outside its prefixes {prefixes}; the sandbox "
                                  "cannot show it at a neutral path")
-    mapped = [m for m in (lay.neutral(p) for p in sys_path if p and p.startswith("/")) if m is not None]
+    mapped = [m for m in (lay.neutral(p) for p in sys_path if p.startswith("/")) if m is not None]
     base_dir = str(Path(python).parent.parent)
-    site = tuple(p for p in mapped if not (p == base_dir or p.startswith(base_dir + "/")))
+    site = tuple(p for p in dict.fromkeys(mapped) if not under(p, base_dir))
     return PythonLayout(tuple(binds), python, tuple(dict.fromkeys(mapped)), site, f"{base_dir}/lib")
 
 
+def revealing_files(site_dir: str) -> list[str]:
+    """Files directly in a package directory whose text names host paths and that imports never need here (the
+    zygote's sys.path is explicit): .pth and editable-install finders, and installers' direct_url.json records."""
+    out = []
+    try:
+        names = os.listdir(site_dir)
+    except OSError:
+        return out
+    for n in names:
+        if n.endswith((".pth", ".egg-link")) or n.startswith("__editable__"):
+            out.append(n)
+        elif n.endswith(".dist-info") and os.path.exists(os.path.join(site_dir, n, "direct_url.json")):
+            out.append(f"{n}/direct_url.json")
+    return sorted(out)
+
+
 def host_layout() -> PythonLayout:
-    """The layout of the interpreter running this process."""
+    """The layout of the interpreter running this process (sys.path entries that exist)."""
     prefixes = [str(Path(p).resolve()) for p in {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}]
     base_exe = getattr(sys, "_base_executable", None) or sys.executable
-    return python_layout(prefixes, str(Path(base_exe).resolve()), [str(Path(p).resolve()) if p else p
-                                                                     for p in sys.path])
+    entries = [str(Path(p).resolve()) for p in sys.path if p and p.startswith("/") and os.path.exists(p)]
+    return python_layout(prefixes, str(Path(base_exe).resolve()), entries)
 
 
 def bwrap_command(layout: PythonLayout, payload_fd: int) -> list[str]:
@@ -148,7 +185,9 @@ def bwrap_command(layout: PythonLayout, payload_fd: int) -> list[str]:
 
 def stage_config(layout: PythonLayout) -> dict:
     """The config keys `STAGE1` and the zygote read for the neutral layout."""
-    return {"layout": [[f"{STAGE_ROOT}/p{i}", target] for i, (_h, target) in enumerate(layout.binds)],
+    mask = [f"{target}/{f}" for host, target in layout.binds if target != f"{NEUTRAL_ROOT}/p0"
+            for f in revealing_files(host)]
+    return {"layout": [[f"{STAGE_ROOT}/p{i}", target] for i, (_h, target) in enumerate(layout.binds)], "mask": mask,
             "python": layout.python, "boot": BOOT, "ld_library_path": layout.lib_path,
             "sys_path": list(layout.sys_path),
             "env": {"PATH": f"{Path(layout.python).parent}:/usr/local/bin:/usr/bin:/bin",
