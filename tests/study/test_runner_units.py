@@ -45,7 +45,11 @@ def test_continuation_allows_a_superset_only(tmp_path):
     assert (tmp_path / "runs" / "seed=1" / "config.yaml").is_file() and (tmp_path / "spec.yaml").is_file()
     assert state.prepare(tmp_path, s1) == []
     assert state.prepare(tmp_path, spec_of({"train.seed": [0, 1, 2]})) == ["seed=2"]
-    with pytest.raises(SpecError, match="cell seed=2 is no longer in the spec"):
+    # seed=2 never started: dropping it is allowed and removes its dir; once started, dropping it is an error
+    assert state.prepare(tmp_path, s1) == [] and not (tmp_path / "runs" / "seed=2").exists()
+    state.prepare(tmp_path, spec_of({"train.seed": [0, 1, 2]}))
+    write_rows(tmp_path / "runs" / "seed=2", [1])
+    with pytest.raises(SpecError, match="cell seed=2 has started and is no longer in the spec"):
         state.prepare(tmp_path, s1)
     with pytest.raises(SpecError, match=r"cell seed=0 changed \(train.steps: 25 → 5\)"):
         state.prepare(tmp_path, spec_of({"train.seed": [0, 1, 2]}, overrides={"train.steps": 5}))

@@ -10,9 +10,11 @@ complete (`state.json` present). The loop writes the last row before the last ch
 between is not finished: its re-run resumes from the previous checkpoint, trims the rows after it and redoes the last
 steps, exactly as `zerotir train --resume` does.
 
-Re-running a study on an existing dir continues it when the new spec's cells are a superset of the old ones with
-the same configs (new cells are added; nothing already run changes); anything else is an error that names the
-first changed cell and key, since mixing two designs in one study would make its analysis meaningless.
+Re-running a study on an existing dir continues it when every cell that has started (a metrics row or a
+checkpoint) is still in the new spec with the same config: new cells are added, and cells that never started may be
+dropped (their run dirs, holding only config.yaml, are removed) — e.g. a size found too costly to build. Anything
+else is an error that names the first changed cell and key, since mixing two designs in one study would make its
+analysis meaningless.
 """
 
 from __future__ import annotations
@@ -68,12 +70,12 @@ def check_continuation(study_dir: Path, spec: StudySpec) -> list[str]:
     new = {c.name: c for c in spec.cells}
     where = f"{spec.path}: study dir {study_dir} holds another design"
     for name in old_cells:
-        if name not in new:
-            raise SpecError(f"{where}: cell {name} is no longer in the spec (a re-run may only add cells; "
-                            "use a new study dir)")
+        if name not in new and has_started(run_dir(study_dir, name)):
+            raise SpecError(f"{where}: cell {name} has started and is no longer in the spec (a re-run may add "
+                            "cells and drop cells that never started; use a new study dir)")
     for name in old_cells:
         run_cfg = run_dir(study_dir, name) / "config.yaml"
-        if not run_cfg.is_file():
+        if name not in new or not run_cfg.is_file():
             continue
         old = config_to_dict_flat(config_from_dict(yaml.safe_load(run_cfg.read_text(encoding="utf-8"))))
         diff = first_difference(old, config_to_dict_flat(spec.resolve(new[name])))
@@ -83,11 +85,23 @@ def check_continuation(study_dir: Path, spec: StudySpec) -> list[str]:
     return [n for n in new if n not in old_cells]
 
 
+def has_started(run: Path) -> bool:
+    """The run dir holds anything besides its config.yaml (metrics, checkpoints, a log): the cell ran."""
+    run = Path(run)
+    return run.is_dir() and any(p.name != "config.yaml" for p in run.iterdir())
+
+
 def prepare(study_dir: Path, spec: StudySpec) -> list[str]:
-    """Check continuation, then write spec.yaml and each cell's run dir with its config.yaml (kept if present).
-    Returns the names of the cells new to this study dir."""
+    """Check continuation, then write spec.yaml and each cell's run dir with its config.yaml (kept if present);
+    the dirs of dropped never-started cells are removed. Returns the names of the cells new to this study dir."""
     study_dir = Path(study_dir)
     added = check_continuation(study_dir, spec)
+    keep = {c.name for c in spec.cells}
+    if (study_dir / RUNS).is_dir():
+        for rd in (study_dir / RUNS).iterdir():
+            if rd.is_dir() and rd.name not in keep and not has_started(rd):
+                (rd / "config.yaml").unlink(missing_ok=True)
+                rd.rmdir()
     (study_dir / RUNS).mkdir(parents=True, exist_ok=True)
     for c in spec.cells:
         rd = run_dir(study_dir, c.name)

@@ -66,9 +66,10 @@ BASE_SIZES: dict[str, BaseSpec] = {
     # 816,640 parameters; 900 steps = 7.4M tokens (9 per parameter). The original toy base, unchanged (its
     # build.json records these settings). Shipped: zerotir/assets/toy-base.
     "toy-0.8m": BaseSpec(hidden=128, layers=4, heads=4, intermediate=352, steps=900, lr=3e-3),
-    # 3,118,464 parameters; 20 per parameter would be 7,600 steps: capped at 1000 (8.2M tokens);
-    # est. 1.4-2.2 s/step, 25-37 min.
-    "toy-3m": BaseSpec(hidden=192, layers=7, heads=6, intermediate=512, steps=1000, lr=2e-3, warmup=40),
+    # 3,118,464 parameters; 20 per parameter would be 7,600 steps: capped at 500 (4.1M tokens) by wall time.
+    # Measured on the shared 2-core machine under load (load average ~10): 5.9 s/step, so 1000 steps would
+    # have taken ~100 min; idle estimate 1.4-2.2 s/step (12-18 min for 500).
+    "toy-3m": BaseSpec(hidden=192, layers=7, heads=6, intermediate=512, steps=500, lr=2e-3, warmup=30),
     # 9,949,440 parameters (48x the smallest); capped at 480 steps (3.9M tokens) to build in under an hour:
     # est. <= 6.6 s/step (10.4x the 0.8M's FLOPs per token), <= 53 min.
     "toy-10m": BaseSpec(hidden=320, layers=8, heads=10, intermediate=864, steps=480, lr=1.5e-3, warmup=30),
