@@ -16,8 +16,10 @@ reported norm use the global gradient). `RankShare` is this rank's part, given t
 A rank whose share of a minibatch is empty trains on one real row with its loss mask zeroed and share 0, so every
 rank runs the same collectives and the same optimizer step (ranks stay bit-identical).
 
-For models that do not fit one GPU, wrap the policy with FSDP2 (`torch.distributed.fsdp.fully_shard`) in the
-learner actors instead: gradients are then reduce-scattered by FSDP itself and `allreduce_grads` is not used.
+For models that do not fit one device, `train.learner_sharding: fsdp` shards the learner's models over the same
+ranks (`zerotir.train.sharding`, FSDP2 `fully_shard`): the rows and shares are the same `RankShare`, but each rank's
+loss is scaled by its share before backward and FSDP's reduce-scatter sums the gradients, so `allreduce_grads` is
+not used (nor `broadcast_params`: the learner broadcasts rank 0's weights before sharding).
 """
 
 from __future__ import annotations
@@ -74,9 +76,13 @@ def allreduce_grads(params: Iterable[torch.Tensor], weight: float, group=None) -
 
 
 def broadcast_params(module: torch.nn.Module, src: int = 0, group=None) -> None:
-    """Make every rank start from rank `src`'s weights (e.g. randomly initialised LoRA adapters or value heads)."""
+    """Make every rank start from rank `src`'s weights (e.g. randomly initialised LoRA adapters or value heads).
+    FSDP-sharded parameters (DTensors: each rank holds a different shard) are skipped: they were broadcast whole
+    before sharding."""
     with torch.no_grad():
         for p in module.parameters():
+            if hasattr(p, "to_local"):
+                continue
             dist.broadcast(p.data, src=src, group=group)
 
 

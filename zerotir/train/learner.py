@@ -22,6 +22,10 @@ log-probs and gradients as one row per response, for U·P + B·R instead of B·(
 Data parallelism is a collaborator given at construction (`data_parallel`, e.g. `distributed.dp.RankShare`):
 `update` trains on `shard(minibatch)`, calls the collaborator as the gradient sync after the last backward and
 before clipping (policy, then critic), and returns `combine(stats)`. Nothing is passed at call time.
+
+With train.learner_sharding 'fsdp' the policy, critic and reference are FSDP2-sharded over those ranks
+(`train.sharding`): each rank's loss is scaled by its share and FSDP's reduce-scatter sums the gradients (no
+all-reduce), the micro-batch count is padded to the ranks' maximum, and weight I/O gathers or shards.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import torch
 
 from zerotir.algos.losses import LossInputs, entropy_from_logits, rl_objective
 from zerotir.config import Config
-from zerotir.train import weights
+from zerotir.train import sharding, weights
 from zerotir.train.build import accepts_logits_to_keep, make_critic, make_optimizer, prepare_train_mode, wrap_lora
 from zerotir.train.logprobs import SamplingDistribution, token_logprobs
 from zerotir.train.micro import micro_batches, per_row, position_ids_from_mask, trim_batch
@@ -45,6 +49,8 @@ from zerotir.types import TrainBatch
 
 class DataParallel(Protocol):
     """A rank's part in data-parallel updates (implemented by `distributed.dp.RankShare`)."""
+
+    weight: float   # this rank's share n_r / N of the last minibatch (set by `shard`)
 
     def shard(self, minibatch: TrainBatch) -> TrainBatch: ...
 
@@ -74,18 +80,27 @@ class Learner:
         self.dist = SamplingDistribution.of(cfg.rollout)
         self.lora = cfg.model.lora_rank > 0
         self.use_kl = cfg.algo.kl_coef > 0
+        self.sharded = sharding.enabled(cfg)
+        if self.sharded:
+            sharding.check_supported(cfg, data_parallel)
         # Frozen reference only when a KL term is used; with LoRA the base weights (adapter off) are the reference.
         self.ref = copy.deepcopy(model).eval().requires_grad_(False) if self.use_kl and not self.lora else None
         if self.lora:
             model = wrap_lora(model, cfg.model)
         prepare_train_mode(model, cfg.model.gradient_checkpointing)
         self.policy = model
+        if self.sharded:
+            offload = cfg.train.fsdp_cpu_offload
+            sharding.shard_model(model, self.device, offload)
+            if self.ref is not None:
+                sharding.shard_model(self.ref, self.device, offload, trainable=False)
         self._keep_ok = accepts_logits_to_keep(model)
         # HF turns the cache off under gradient checkpointing, and the shared-prompt forward passes keys through it;
         # its 4D masks need an attention that takes them (sdpa, eager; not flash-attention's padding-only masks)
         attn = getattr(model.config, "_attn_implementation", None) or "sdpa"
+        # FSDP: off, since ranks must run equal forward counts and a shared-prompt micro-batch runs two
         self.share_prompt = (cfg.train.share_prompt_forward and not cfg.model.gradient_checkpointing
-                             and attn in ("sdpa", "eager"))
+                             and attn in ("sdpa", "eager") and not self.sharded)
         self._mask_dtype = torch.bfloat16 if cfg.model.autocast_bf16 else next(model.parameters()).dtype
         self.dp = data_parallel
         o = cfg.optim
@@ -95,6 +110,8 @@ class Learner:
         self.critic = self.critic_optimizer = self.critic_scheduler = None
         if cfg.algo.name == "gae":
             self.critic = make_critic(cfg.model).to(self.device)
+            if self.sharded:
+                sharding.shard_model(self.critic, self.device, cfg.train.fsdp_cpu_offload)
             self.critic_optimizer, self.critic_scheduler = make_optimizer(self.critic.parameters(), o, o.critic_lr,
                                                                           total)
         self.updates = 0
@@ -178,6 +195,10 @@ class Learner:
         batch = trim_batch(batch.to(self.device))
         norm_tokens, norm_rows = float(batch.loss_mask.sum().clamp(min=1)), float(batch.size)
         mbs, _ = micro_batches(batch, self.cfg.train.micro_batch_tokens, self.share_prompt)
+        # sharded: FSDP sums the ranks' gradients, so each rank's loss carries its share; ranks with fewer
+        # micro-batches run zero-weight passes so that every rank runs the same collectives
+        rank_w = self.dp.weight if self.sharded else 1.0
+        n_pad = sharding.pad_count(len(mbs), self.device) - len(mbs) if self.sharded else 0
         self.policy.zero_grad(set_to_none=True)
         if self.critic is not None:
             self.critic.zero_grad(set_to_none=True)
@@ -189,24 +210,35 @@ class Learner:
             wt = float(mb.loss_mask.sum()) / norm_tokens
             w = wt if a.loss_agg == "token_mean" else mb.size / norm_rows
             loss, st = rl_objective(self._loss_inputs(mb), a)
-            (loss * w).backward()
+            (loss * (w * rank_w)).backward()
             for (k, f), weight in [(t, w) for t in _LOSS_TERMS] + [(t, wt) for t in _TOKEN_MEANS]:
                 sums[k] += getattr(st, f) * weight
             ratio_max = max(ratio_max, st.is_ratio_max)
             adv_vals.append(mb.advantages[mb.loss_mask.bool()])
+        for _ in range(n_pad):
+            self._idle_pass(mbs[0].select([0]) if mbs else batch.select([0]))
         grad_norm, lr = self._step(self.dp)
         adv = torch.cat(adv_vals) if adv_vals else torch.zeros(1)
         stats = {**sums, "optim/lr": lr, "loss/is_ratio_max": ratio_max, "loss/advantage_mean": float(adv.mean()),
                  "loss/advantage_std": float(adv.std()) if adv.numel() > 1 else 0.0, "optim/grad_norm": grad_norm}
         return stats if self.dp is None else self.dp.combine(stats)
 
+    def _idle_pass(self, mb: TrainBatch) -> None:
+        """A forward + backward with zero weight (FSDP: runs this rank's share of the collectives, adds nothing)."""
+        out = self.response_logits(self.policy, mb).float().sum()
+        if self.critic is not None:
+            out = out + self._values(mb).sum()
+        (out * 0.0).backward()
+
     def _step(self, grad_sync: DataParallel | None) -> tuple[float, float]:
         """Sync, clip and step the policy (then the critic). Returns (policy grad norm before clipping, its lr)."""
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         params = [p for p in self.policy.parameters() if p.requires_grad]
+        if self.sharded:        # FSDP's reduce-scatter has summed the share-weighted gradients already
+            grad_sync = None
         if grad_sync is not None:
             grad_sync(params)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        grad_norm = sharding.grad_norm_value(torch.nn.utils.clip_grad_norm_(params, clip))
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
