@@ -69,13 +69,19 @@ class FilterResult:
     """Groups (not trajectories) dropped by dynamic sampling: all rewards equal."""
     dropped_overlong: int = 0
     """Trajectories kept for the group baseline but masked out of the loss (overlong filter)."""
+    dropped_roc: int = 0
+    """Trajectories the 'roc' tool-outcome filter down-sampled away (algo.filters)."""
+    dropped_void_turns: int = 0
+    """Trajectories dropped by the 'void_turns' tool-outcome filter (algo.filters)."""
 
     @staticmethod
     def concat(parts: Sequence["FilterResult"]) -> "FilterResult":
         return FilterResult(kept=tuple(t for p in parts for t in p.kept),
                             dropped_sandbox_errors=sum(p.dropped_sandbox_errors for p in parts),
                             dropped_uniform_groups=sum(p.dropped_uniform_groups for p in parts),
-                            dropped_overlong=sum(p.dropped_overlong for p in parts))
+                            dropped_overlong=sum(p.dropped_overlong for p in parts),
+                            dropped_roc=sum(p.dropped_roc for p in parts),
+                            dropped_void_turns=sum(p.dropped_void_turns for p in parts))
 
     @property
     def groups(self) -> int:
@@ -86,7 +92,9 @@ class FilterResult:
         return {"filter/kept": float(len(self.kept)),
                 "filter/dropped_sandbox_errors": float(self.dropped_sandbox_errors),
                 "filter/dropped_uniform_groups": float(self.dropped_uniform_groups),
-                "filter/dropped_overlong": float(self.dropped_overlong)}
+                "filter/dropped_overlong": float(self.dropped_overlong),
+                "filter/dropped_roc": float(self.dropped_roc),
+                "filter/dropped_void_turns": float(self.dropped_void_turns)}
 
 
 @dataclass(frozen=True)

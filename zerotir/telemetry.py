@@ -46,6 +46,8 @@ METRICS: dict[str, str] = {
     "filter/dropped_uniform_groups": "groups dropped by dynamic sampling (all right or all wrong)",
     "filter/dropped_sandbox_errors": "trajectories dropped for sandbox infrastructure failures",
     "filter/dropped_overlong": "trajectories masked out by overlong filtering",
+    "filter/dropped_roc": "trajectories the 'roc' filter down-sampled away (oversampled groups back to n_samples)",
+    "filter/dropped_void_turns": "trajectories dropped for a void turn (neither a code block nor a final answer)",
     # loss / optimisation
     "loss/policy": "policy-gradient loss",
     "loss/kl": "KL term (estimator per algo.kl_estimator) averaged over sampled tokens",

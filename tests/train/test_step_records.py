@@ -65,7 +65,8 @@ def test_filter_results_add():
                              FilterResult((traj(group=5),), 0, 1, 1)])
     assert f.groups == 2
     assert f.metrics() == {"filter/kept": 3.0, "filter/dropped_sandbox_errors": 1.0,
-                           "filter/dropped_uniform_groups": 3.0, "filter/dropped_overlong": 1.0}
+                           "filter/dropped_uniform_groups": 3.0, "filter/dropped_overlong": 1.0,
+                           "filter/dropped_roc": 0.0, "filter/dropped_void_turns": 0.0}
 
 
 def test_row_without_update_omits_loss_and_optim():
