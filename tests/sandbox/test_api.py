@@ -263,3 +263,27 @@ def test_ordinary_python_features_work_inside(sb, leakcheck):
                "import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', 'print(5)'], capture_output=True, "
                "text=True).stdout.strip(), __name__)", timeout_s=5)
     assert r.stdout == "[0, 1, 4, 9]\n5 __main__\n", r
+
+
+def test_fork_that_cannot_clone_raises_instead_of_a_fresh_session(sb, leakcheck):
+    from zerotir.sandbox import SandboxForkError
+
+    s = sb.session()
+    with s.fork() as f:  # never run: its (empty) state is a fresh session's
+        assert f.run("print(1)").stdout == "1\n"
+    s.run("x = 1")
+    r = s.run("import os, signal\nos.kill(-1, signal.SIGKILL)\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert r.status == "killed"
+    with pytest.raises(SandboxForkError, match="lost"):
+        s.fork()
+    s.close()
+    with pytest.raises(SandboxForkError, match="closed"):
+        s.fork()
+
+
+def test_infrastructure_failures_become_sandbox_error_in_one_place():
+    from zerotir.sandbox.errors import SandboxError, error_result
+
+    r = error_result(SandboxError("sandbox: worker died"), stdout="partial", stderr="so far")
+    assert (r.status, r.stdout, r.stderr) == ("sandbox_error", "partial", "so far\nsandbox: worker died\n")
+    assert error_result(ValueError("boom")).stderr == "sandbox: ValueError: boom\n"

@@ -62,8 +62,12 @@ What it does NOT protect against:
     (one thread: no global lock); on v2 joining takes the kernel's cgroup lock (a brief stall of forks machine-wide
     per context unless cgroup2 is mounted with favordynmods).
   * Disk I/O and page-cache pressure on the read-only system files are not limited (no io controller).
-  * Forks of one session share its pid namespace, uid and /tmp (they are branches of one trajectory group): code in
-    one branch can kill or disturb its siblings (they then get 'killed' or a fresh kernel), never other sessions.
+  * Forks of one session share its pid namespace, uid, /tmp and quotas (they are branches of one trajectory group):
+    code in one branch can kill or disturb its siblings or use up their memory_mb (they then get 'killed', 'oom' or
+    a fresh kernel), never other sessions.
+  * File contents under the interpreter's prefix still carry build-time paths: sysconfig's build variables (e.g.
+    get_config_var('prefix')), pkg-config files and script shebangs of the base interpreter name the directory it
+    was built for (e.g. a pyenv under /root). Paths the code can list or is shown (see above) are neutral.
   * The code can lie about itself (e.g. print a fake traceback); it cannot change another call's result.
   * The workers' zygote runs as root inside bubblewrap (read-only view, no network, capabilities limited to
     SETUID/SETGID/SYS_ADMIN/KILL) so that it can create namespaces and drop to per-context uids; it never runs
