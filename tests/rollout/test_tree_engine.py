@@ -116,7 +116,7 @@ def test_tree_rollout_on_the_tool_model_feeds_every_tree_position_once(tool_mode
         mine = [(t, leaf) for t, leaf in zip(trajs, leaves) if leaf.root == root]
         bp = mine[0][1].branch_points[0] if mine[0][1].path else 0
         expected += bp
-        for t, leaf in mine:
+        for t, _leaf in mine:
             t.validate()
             check_logprobs_full_forward(model, t)
             assert len(t.response_ids) <= cfg.max_total_tokens
