@@ -159,7 +159,7 @@ def test_fsdp_two_ranks_match_unsharded_and_hold_half(tiny_model_dir, tmp_path):
     for r, res in enumerate((r0, r1)):
         for what, (mine, total) in res["mem"].items():
             print(f"rank {r}: {what} {mine}/{total} = {mine / total:.3f}")
-            assert 0.4 <= mine / total <= 0.6, (r, what, mine, total)
+            assert 0.45 <= mine / total <= 0.55, (r, what, mine, total)
     assert r0["mem"]["params"][1] == r1["mem"]["params"][1]
 
 

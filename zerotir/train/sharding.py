@@ -83,7 +83,9 @@ def shard_model(model: nn.Module, device: torch.device, cpu_offload: bool = Fals
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh, mp_policy=mp, offload_policy=offload)
-    fully_shard(model, mesh=mesh, mp_policy=mp, offload_policy=offload)
+    # the root too reshards after forward (FSDP2's default keeps it gathered until backward, and the reference's
+    # no-grad forwards have no backward: its embeddings would stay whole on every rank)
+    fully_shard(model, mesh=mesh, mp_policy=mp, offload_policy=offload, reshard_after_forward=True)
     for m in model.modules():
         if isinstance(m, FSDPModule):   # reduce = plain SUM: the learner scales each rank's loss by its share
             m.set_gradient_divide_factor(1.0)
