@@ -57,6 +57,8 @@ METRICS: dict[str, str] = {
     "loss/clip_fraction": "share of sampled tokens whose ratio was clipped",
     "loss/approx_kl_behaviour": "approximate KL(behaviour || current) on sampled tokens",
     "loss/is_ratio_mean": "mean importance ratio current/behaviour",
+    "loss/tis_clip_fraction": "share of sampled tokens whose proximal/behaviour weight exceeded algo.tis_cap "
+                              "(truncated IS clamps them, decoupled PPO drops them)",
     "loss/is_ratio_max": "max importance ratio current/behaviour",
     "loss/advantage_mean": "mean advantage on sampled tokens",
     "loss/advantage_std": "std of advantages on sampled tokens",

@@ -124,8 +124,9 @@ def combine_stats(per_rank: Sequence[dict[str, float]], shares: Sequence[float],
     Σx² = Σ_r (n_r − 1)·s_r² + n_r·m_r², var = (Σx² − N·m²) / (N − 1) (torch's unbiased std). Without
     total_tokens it falls back to the share-weighted mean of the stds (an approximation)."""
     out: dict[str, float] = {}
-    per_token = ("loss/is_ratio_mean", "loss/clip_fraction", "loss/approx_kl_behaviour", "loss/advantage_mean",
-                 "loss/advantage_std")
+    # the learner's token-weighted means (learner._TOKEN_MEANS) and the advantage moments
+    per_token = ("loss/is_ratio_mean", "loss/clip_fraction", "loss/approx_kl_behaviour", "loss/tis_clip_fraction",
+                 "loss/advantage_mean", "loss/advantage_std")
     for k in per_rank[0]:
         vals = [r[k] for r in per_rank]
         if k in _MAX_KEYS:

@@ -117,9 +117,14 @@ class LocalBackend:
     def launch(self, step: int, problems: Sequence[Problem], group_offset: int, seed: int) -> Done:
         from zerotir.train.phases import generate
 
-        self.progress.begin("rollout", len(problems) * self.cfg.rollout.n_samples)
+        from zerotir.algos.filters import samples_per_prompt
+
+        self.progress.begin("rollout", len(problems) * samples_per_prompt(self.cfg))
         try:
-            return Done(generate(problems, self.engine, self.sandbox, self.scorer, self.cfg, version=step - 1,
+            # The engine's own version, as the Ray workers report it: in async runs it lags `step - 1`, and
+            # rollout/staleness_* and the pipeline's freshness check read it.
+            return Done(generate(problems, self.engine, self.sandbox, self.scorer, self.cfg,
+                                 version=self.engine.policy_version,
                                  group_offset=group_offset, seed=seed, step=step))
         finally:
             self.progress.end("rollout")

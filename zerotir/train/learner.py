@@ -62,7 +62,7 @@ class DataParallel(Protocol):
 _LOSS_TERMS = (("loss/policy", "policy"), ("loss/entropy", "entropy"), ("loss/kl", "kl"), ("loss/value", "value"),
                ("loss/total", "total"))
 _TOKEN_MEANS = (("loss/clip_fraction", "clip_fraction"), ("loss/is_ratio_mean", "is_ratio_mean"),
-                ("loss/approx_kl_behaviour", "approx_kl"))
+                ("loss/approx_kl_behaviour", "approx_kl"), ("loss/tis_clip_fraction", "tis_clip_fraction"))
 
 
 class Learner:
