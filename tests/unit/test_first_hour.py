@@ -1,9 +1,11 @@
 """A new user's first hour, as a test (issue 18): the README's commands run from a directory outside the checkout,
 and bad inputs each give one error line, exit 2 and leave no half-written run dir.
 
-The walk runs the real `zerotir` command in subprocesses with tiny sizes (1 train step, 2 prompts, 2 samples); it is
-marked integration: about 60 s of CPU on the 2-core machine, most of it three interpreters importing torch and
-transformers. The bad-input table runs in-process (one import), a few seconds.
+The walk runs the real `zerotir` command in subprocesses with tiny sizes (1 train step, 2 prompts, 2 samples): the
+installed script for `--help` and `sandbox exec`, and the rest in one interpreter (`_zerotir_session`) so torch and
+transformers are imported once, not per command. It is marked integration: 53 s of CPU on the 2-core machine
+(86 s when each command had its own interpreter and analyze made its full report). The bad-input table runs
+in-process (one import), a few seconds.
 """
 
 from __future__ import annotations
@@ -43,20 +45,65 @@ def _isolation() -> str:
         return "rlimits"
 
 
-def _zerotir(args: list[str], cwd: Path, stdin: str | None = None) -> str:
-    """Run the installed `zerotir` command as a user would (stderr is not a TTY), assert it succeeded quietly."""
-    exe = Path(sys.executable).with_name("zerotir")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "zerotir.cli"]
+def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_HUB_DISABLE_PROGRESS_BARS")}
     env["PYTHONWARNINGS"] = "default::DeprecationWarning,default::FutureWarning"  # shown, so they can be caught
-    p = subprocess.run(cmd + args, cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=600)
-    out = p.stdout + p.stderr
+    env["PYTHONUNBUFFERED"] = "1"   # stdout and stderr interleave in the order written
+    return env
+
+
+def _check(args: list[str], rc: int, out: str) -> str:
+    """A command succeeded quietly: exit 0, no traceback, no deprecation warning from our files, no library bars."""
     shown = f"zerotir {' '.join(args)} →\n{out[-3000:]}"
-    assert p.returncode == 0, shown
+    assert rc == 0, shown
     assert "Traceback" not in out, shown
     assert not OUR_WARNING.search(out), shown
     assert "Loading weights" not in out and "Writing model shards" not in out, shown  # no bars outside a TTY
     return out
+
+
+def _zerotir(args: list[str], cwd: Path, stdin: str | None = None) -> str:
+    """Run the installed `zerotir` command as a user would (stderr is not a TTY), assert it succeeded quietly."""
+    exe = Path(sys.executable).with_name("zerotir")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "zerotir.cli"]
+    p = subprocess.run(cmd + args, cwd=cwd, env=_env(), input=stdin, capture_output=True, text=True, timeout=600)
+    return _check(args, p.returncode, p.stdout + p.stderr)
+
+
+# Runs `zerotir` commands one after another in ONE interpreter, as the console script would run each (its `app`,
+# exit code from SystemExit); an argument with '*' is globbed, as a shell would. Each command's output follows a
+# marker line. Sharing the interpreter pays torch + transformers imports once instead of per command (about half
+# the walk's time); what it cannot catch, a fresh process's start-up, `_zerotir` covers for the light commands.
+_SESSION = r"""
+import glob, json, sys, traceback
+from zerotir.cli import app
+for args in json.loads(sys.argv[1]):
+    args = [a for x in args for a in (sorted(glob.glob(x)) if "*" in x else [x])]
+    print("\n@@zerotir " + json.dumps(args), flush=True)
+    try:
+        app(args, prog_name="zerotir")
+        rc = 0
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        rc = 1
+    print("\n@@rc " + str(rc), flush=True)
+"""
+
+
+def _zerotir_session(commands: list[list[str]], cwd: Path) -> list[str]:
+    """Run `commands` in one interpreter (see `_SESSION`); each must succeed quietly. Returns their outputs."""
+    p = subprocess.run([sys.executable, "-c", _SESSION, json.dumps(commands)], cwd=cwd, env=_env(),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    parts = re.split(r"^@@zerotir .*$", p.stdout, flags=re.M)
+    outs = []
+    for args, part in zip(commands, parts[1:]):
+        m = re.search(r"^@@rc (-?\d+)$", part, flags=re.M)
+        assert m, f"zerotir {' '.join(args)}: no exit status →\n{part[-3000:]}"
+        outs.append(_check(args, int(m.group(1)), part[:m.start()]))
+    assert len(outs) == len(commands) and p.returncode == 0, p.stdout[-3000:]
+    return outs
 
 
 @pytest.mark.integration
@@ -66,27 +113,29 @@ def test_readme_commands_run_from_outside_the_checkout(tmp_path):
     assert ROOT not in cwd.parents
     iso = _isolation()
     _zerotir(["--help"], cwd)
-    assert "train:" in _zerotir(["config", "toy"], cwd)
-    assert "wandb_mode" in _zerotir(["config", "--doc"], cwd)
-    paper = _zerotir(["config", "paper"], cwd)
-    assert "../" not in paper and "shared:math500" in paper
     assert '"stdout": "42\\n"' in _zerotir(["sandbox", "exec", "--isolation", iso], cwd, stdin="print(6*7)")
+    toy, doc, paper, _, _, _, analysis = _zerotir_session([
+        ["config", "toy"],
+        ["config", "--doc"],
+        ["config", "paper"],
+        ["train", "--config", "toy", *TINY, "--set", f"sandbox.isolation={iso}"],
+        ["eval", "--model", "toy", "--benchmarks", "toy:heldout", "--limit", "2", "--samples", "1",
+         "--set", f"sandbox.isolation={iso}", "--no-progress"],
+        ["rollout", "--model", "toy", "--problems", "toy:heldout", "--limit", "2", "--n", "1", "--show", "1",
+         "--set", f"sandbox.isolation={iso}"],
+        # the README's `zerotir analyze RUN_DIR`; one metric and no bootstrap keep a 1-step run's report small
+        ["analyze", "runs/toy-*", "--metric", "reward/accuracy", "--bootstrap", "0"],
+    ], cwd)
+    assert "train:" in toy and "wandb_mode" in doc
+    assert "../" not in paper and "shared:math500" in paper
 
-    _zerotir(["train", "--config", "toy", *TINY, "--set", f"sandbox.isolation={iso}"], cwd)
-    (run,) = (cwd / "runs").iterdir()
+    (run,) = (cwd / "runs").glob("toy-*")
     assert len((run / "metrics.jsonl").read_text().splitlines()) >= 1
-
-    _zerotir(["eval", "--model", "toy", "--benchmarks", "toy:heldout", "--limit", "2", "--samples", "1",
-              "--set", f"sandbox.isolation={iso}", "--no-progress"], cwd)
     assert (cwd / "runs" / "eval" / "results.md").is_file()
-
-    _zerotir(["rollout", "--model", "toy", "--problems", "toy:heldout", "--limit", "2", "--n", "1", "--show", "1",
-              "--set", f"sandbox.isolation={iso}"], cwd)
     (traj,) = (cwd / "runs").glob("rollout-*/trajectories.jsonl")  # a run-like dir, not the cwd
     rows = [json.loads(line) for line in traj.read_text().splitlines()]
     assert len(rows) == 2 and rows[0]["prompt_text"].startswith("Q:")  # the toy template, as eval uses
-
-    _zerotir(["analyze", str(run), "--out", str(cwd / "runs" / "analysis")], cwd)
+    assert "report:" in analysis and (run / "analysis" / "report.md").is_file()   # inside the run by default
     assert sorted(p.name for p in cwd.iterdir()) == ["runs"]  # nothing written next to the user's files
 
 
