@@ -155,12 +155,28 @@ def test_fsdp_two_ranks_match_unsharded_and_hold_half(tiny_model_dir, tmp_path):
         for k in ("loss/policy", "loss/value", "loss/kl", "optim/grad_norm"):
             assert got[k] == pytest.approx(exp[k], rel=1e-5, abs=1e-7), k
 
+    # the ranks' micro-batch counts differed in some step: the zero-weight padding passes ran
+    counts = [_micro_counts(tiny_model_dir, kept, cfg) for kept in _batches(tiny_model_dir)]
+    assert any(len(set(c)) > 1 for c in counts), counts
+
     # each rank holds about half of the parameters (policy + critic + reference) and of the AdamW state
     for r, res in enumerate((r0, r1)):
         for what, (mine, total) in res["mem"].items():
             print(f"rank {r}: {what} {mine}/{total} = {mine / total:.3f}")
             assert 0.45 <= mine / total <= 0.55, (r, what, mine, total)
     assert r0["mem"]["params"][1] == r1["mem"]["params"][1]
+
+
+def _micro_counts(model_dir, kept, cfg) -> list[int]:
+    """Micro-batches each of the 2 ranks plans for a whole-batch minibatch (what `Learner.update` does)."""
+    from zerotir.distributed.dp import RankShare
+    from zerotir.models import load_tokenizer
+    from zerotir.train.micro import micro_batches, trim_batch
+    from zerotir.types import collate
+
+    batch = collate(kept, int(load_tokenizer(model_dir).pad_token_id))
+    return [len(micro_batches(trim_batch(RankShare(r, 2, "token_mean").shard(batch)), cfg.train.micro_batch_tokens,
+                              False)[0]) for r in range(2)]
 
 
 def _resume_worker(rank, world, port, model_dir, run_dir, out):
