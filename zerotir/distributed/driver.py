@@ -154,7 +154,9 @@ class RayBackend:
                  "async" if cfg.train.async_rollout else "sync")
 
     def launch(self, step: int, problems: Sequence[Problem], group_offset: int, seed: int) -> RayHandle:
-        workers, n = self.topo.workers, self.cfg.rollout.n_samples
+        from zerotir.algos.filters import samples_per_prompt
+
+        workers, n = self.topo.workers, samples_per_prompt(self.cfg)
         parts = shard(list(problems), len(workers))
         refs = [workers[i % len(workers)].rollout.remote(step, part, group_offset + off, seed)
                 for i, (off, part) in enumerate(parts)]
