@@ -39,7 +39,8 @@ the sandbox refuse to start, naming it, unless the user picks a weaker level, wh
     ptrace, process_vm_*, mount, unshare/setns and namespace clone flags, bpf, perf, keyctl, io_uring, module and
     reboot calls, and more.
   * Resource exhaustion, per call: each context and everything its code forks is one cgroup (v2 or v1, checked at
-    start; quotas.py) holding memory_mb in total (RSS added to the warm interpreter + its tmpfs; exceeded -> the
+    start; quotas.py) holding memory_mb in total (memory added to the warm interpreter, copy-on-write copies of
+    its pages included (a full gc.collect() copies ~21 MB), + its tmpfs; exceeded -> the
     kernel kills inside that cgroup only and the call is 'oom': 8 forked children x 300 MB under 512 MB -> oom, at
     most one survives; 2.4 GB all held without quotas), nproc tasks and cpu_cores of CPU. Per process
     as well: RLIMIT_AS (memory_mb on top of the warm interpreter: a single huge allocation is a MemoryError),
