@@ -39,11 +39,10 @@ the sandbox refuse to start, naming it, unless the user picks a weaker level, wh
     ptrace, process_vm_*, mount, unshare/setns and namespace clone flags, bpf, perf, keyctl, io_uring, module and
     reboot calls, and more.
   * Resource exhaustion, per call: each context and everything its code forks is one cgroup (v2 or v1, checked at
-    start; quotas.py) holding memory_mb in total (memory added to the warm interpreter, copy-on-write copies of
-    its pages included (a full gc.collect() copies ~21 MB), + its tmpfs; exceeded -> the
-    kernel kills inside that cgroup only and the call is 'oom': 8 forked children x 300 MB under 512 MB -> oom, at
-    most one survives; 2.4 GB all held without quotas), nproc tasks and cpu_cores of CPU. Per process
-    as well: RLIMIT_AS (memory_mb on top of the warm interpreter: a single huge allocation is a MemoryError),
+    start; quotas.py) holding memory_mb in total (memory added to the warm interpreter, copy-on-write copies of its
+    pages included: a full gc.collect() copies ~21 MB; plus its tmpfs), nproc tasks and cpu_cores of CPU. Memory
+    exceeded -> the kernel kills inside that cgroup only and the call is 'oom' (8 forked children x 300 MB under
+    512 MB -> oom, at most one survives; without quotas all 8, 2.4 GB, were held). Per process as well: RLIMIT_AS (memory_mb on top of the warm interpreter: a single huge allocation is a MemoryError),
     RLIMIT_CPU, RLIMIT_NPROC (per uid), RLIMIT_NOFILE; a wall-clock deadline enforced by the parent (SIGKILL at the
     deadline, result within ~0.1 s, partial output kept); stdout and stderr capped per stream.
   * Leftovers: every context is the init of its own pid namespace; killing it kills every process the code started
