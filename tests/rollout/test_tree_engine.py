@@ -126,3 +126,33 @@ def test_tree_rollout_on_the_tool_model_feeds_every_tree_position_once(tool_mode
             last_model_end = max(s.end for s in t.segments if s.kind == "model")
             expected += (last_model_end - 1) - bp       # a leaf's last sampled token is never fed
     assert eng.stats["forward_tokens"] == expected
+
+
+def test_entropy_probe_on_the_tool_model(tool_model, sandbox):
+    """branch_at='entropy' on the real engine: a threshold no entropy reaches samples exactly the unbranched rollout
+    (the probe's token is discarded, its cache reused); threshold 0 branches at every tool output."""
+    import dataclasses
+
+    from zerotir.config import RolloutConfig
+    from zerotir.rollout.tir import rollout_tree
+    from zerotir.types import Problem
+
+    model, tok = tool_model
+    base = dataclasses.replace(RolloutConfig(), template="toy", max_total_tokens=160, max_new_tokens_per_turn=80)
+    probs = [Problem("p", "What is 13*27?", "351")]
+
+    def run(**over):
+        eng = HFEngine(model, tok, max_batch=16, seed=0, cpu_threads=1)
+        return rollout_tree(probs, eng, sandbox, dataclasses.replace(base, **over), n_samples=2, max_tool_calls=2,
+                            seed=3)
+
+    plain = run()
+    never = run(branch_factor=2, branch_max_leaves=2, branch_at="entropy", branch_entropy_threshold=1e9)
+    assert [t.response_ids for t in never.trajectories] == [t.response_ids for t in plain.trajectories]
+    for a, b in zip(never.trajectories, plain.trajectories):
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=TOL)
+    always = run(branch_factor=2, branch_max_leaves=2, branch_at="entropy", branch_entropy_threshold=0.0)
+    called = sum(any(c.executed for c in t.tool_calls) for t in plain.trajectories)
+    assert called and len(always.trajectories) == len(plain.trajectories) + called
+    for t in always.trajectories:
+        t.validate()
