@@ -1,4 +1,6 @@
-"""Logging conventions: stdlib logging (rich handler), the fixed metric vocabulary, run directories, metrics.jsonl.
+"""Logging conventions: stdlib logging (rich handler), the fixed metric vocabulary, run directories, metrics.jsonl,
+and the terminal's live view (`LiveView`: step metrics fitted to the terminal width, `Progress` within a step,
+warnings kept above it).
 
 Metric names are namespaced (`rollout/…`, `reward/…`, `loss/…`, `perf/…`, `eval/…`) and fixed: `MetricsWriter`
 refuses a name that is not in `METRICS`, so every run, plot and analysis speaks the same words. Eval metrics for
