@@ -130,6 +130,9 @@ def test_stdin_reaches_every_way_of_reading_it(url):
     # line numbers in a traceback are the user's own, not shifted by the stdin preamble
     r = call_like_verl(url, "x = input()\n\nraise KeyError(x)", stdin="k")
     assert verl_outcome(r) == "runtime_error" and "line 3" in r["run_result"]["stderr"], r["run_result"]["stderr"]
+    # the preamble leaves nothing in the code's namespace
+    r = call_like_verl(url, "print(__name__, sorted(k for k in globals() if not k.startswith('__')))", stdin="s")
+    assert verl_outcome(r, "__main__ []") == "success", r
 
 
 def test_files_are_written_before_the_code_runs(url):

@@ -103,28 +103,29 @@ def _decode_files(files) -> dict[str, bytes]:
 
 
 def program(req: RunCodeRequest) -> str:
-    """The source the sandbox runs: the code itself, or, when there is stdin or files, a preamble that provides them
-    and then runs the code compiled on its own (so its line numbers and tracebacks are its own)."""
+    """The source the sandbox runs: the code itself, or, when there is stdin or files, one line that provides them
+    (in a namespace of its own, so nothing is left in the code's globals) and then runs the code compiled on its
+    own, so its line numbers are its own (a traceback shows one extra frame, `<cell>` line 1)."""
     if not req.stdin and not req.files:
         return req.code
-    return (_PREPARE + f"__zerotir_prepare({(req.stdin or '').encode()!r}, {req.files!r})\n"
-            f"del __zerotir_prepare\nexec(compile({req.code!r}, '<cell>', 'exec'))\n")
+    prep = {"stdin": (req.stdin or "").encode(), "files": req.files}
+    return (f"exec(compile({_PREPARE!r}, '<zerotir-prepare>', 'exec'), {prep!r}); "
+            f"exec(compile({req.code!r}, '<cell>', 'exec'))\n")
 
 
 # Stdin goes to a real fd 0, so input(), sys.stdin(.buffer), open(0) and os.read(0, n) all see it.
-_PREPARE = """def __zerotir_prepare(stdin, files):
-    import io, os, sys, tempfile
-    for path, data in files.items():
-        os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-        with open(path, 'wb') as f:
-            f.write(data)
-    if stdin:
-        f = tempfile.TemporaryFile()
-        f.write(stdin)
-        f.seek(0)
-        os.dup2(f.fileno(), 0)
-        f.close()
-        sys.stdin = io.TextIOWrapper(io.FileIO(0, 'r', closefd=False), encoding='utf-8')
+_PREPARE = """import io, os, sys, tempfile
+for path, data in files.items():
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(data)
+if stdin:
+    f = tempfile.TemporaryFile()
+    f.write(stdin)
+    f.seek(0)
+    os.dup2(f.fileno(), 0)
+    f.close()
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, 'r', closefd=False), encoding='utf-8')
 """
 
 
