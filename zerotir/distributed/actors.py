@@ -8,14 +8,16 @@ trajectories record the engine's policy version. `update_weights()` is queued be
 actor runs its calls in order), which is what makes async rollouts measurably stale rather than torn.
 
 LearnerWorker: one data-parallel rank holding a full `Learner`; `update()` runs the update phase on its share of
-each minibatch with gradients synced across ranks (see `dp.py`). Rank 0 serves weights and writes checkpoints.
+each minibatch with gradients synced across ranks (see `dp.py`). Rank 0 serves weights and writes checkpoints;
+with FSDP-sharded learners (train.learner_sharding 'fsdp') `policy_state_dict`, `save_checkpoint`,
+`load_checkpoint` and `param_checksum` are collectives that the driver calls on every rank.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import socket
-from typing import Any
+from typing import Any, Iterable
 
 from zerotir.config import Config
 from zerotir.records import EvalResult, RolloutResult, UpdateResult
@@ -60,6 +62,13 @@ class RolloutWorker:
         self.engine.update_weights(state_dict, version)
         return self.engine.policy_version
 
+    def param_checksum(self) -> float:
+        """Sum of the engine's model parameters in float64 (tests check the weight sync; the HF engine only)."""
+        model = getattr(self.engine, "model", None)
+        if model is None:
+            raise NotImplementedError(f"param_checksum: {type(self.engine).__name__} exposes no torch model")
+        return tensor_sum(model.parameters())
+
     def rollout(self, step: int, problems: list[Problem], group_offset: int, seed: int) -> RolloutResult:
         """Rollout + reward of `problems` (group ids start at `group_offset`) with the engine's current weights."""
         from zerotir.train.phases import generate
@@ -78,6 +87,27 @@ class RolloutWorker:
                 res.__exit__(None, None, None)
             except Exception:  # noqa: BLE001 - best-effort shutdown
                 pass
+
+
+def tensor_sum(tensors: Iterable[Any]) -> float:
+    """Sum of all elements in float64. FSDP-sharded tensors (DTensors) count their local shard here and the shards
+    are summed over the ranks (a collective: every rank must call it); plain tensors count once, whole."""
+    import torch
+
+    plain, local, any_sharded = 0.0, torch.zeros((), dtype=torch.float64), False
+    for t in tensors:
+        if hasattr(t, "to_local"):
+            local += t.detach().to_local().double().sum().cpu()
+            any_sharded = True
+        else:
+            plain += float(t.detach().double().sum())
+    if any_sharded:
+        import torch.distributed as dist
+
+        if dist.get_backend() == "nccl":   # NCCL reduces device tensors only
+            local = local.cuda()
+        dist.all_reduce(local)
+    return plain + float(local)
 
 
 def free_address() -> tuple[str, int]:
@@ -152,8 +182,9 @@ class LearnerWorker:
         return load_checkpoint(path, self.learner)
 
     def param_checksum(self) -> float:
-        """Sum of all policy parameters (tests check ranks stay identical)."""
-        return float(sum(p.detach().double().sum() for p in self.learner.policy.parameters()))
+        """Sum of all policy parameters in float64 (tests check ranks stay identical and the weight sync). Sharded:
+        a collective (local shards summed over the ranks), so every rank must be called; all return the total."""
+        return tensor_sum(self.learner.policy.parameters())
 
     def close(self) -> None:
         import torch.distributed as dist

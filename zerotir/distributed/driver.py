@@ -10,7 +10,9 @@ process) rolled out on the workers (sync: on the current weights; async: up to t
 through the loop's `RolloutPipeline`); the shards' results are joined (`RolloutResult.concat`, counts add, metrics
 computed afterwards from the joined trajectories); the learner ranks run the update phase data-parallel; rank 0's
 weights go to every worker with the new version; eval on worker 0; checkpoints from rank 0 (the same format
-`zerotir train --resume` reads).
+`zerotir train --resume` reads). With FSDP-sharded learners (train.learner_sharding 'fsdp') the weight gather and
+the checkpoint save/load are collectives: every rank is called (rank 0 still returns the one full state dict and
+owns the checkpoint directory); a call to rank 0 alone would wait forever for the others.
 
 Local mode (train.ray_address '') starts Ray with this machine's CPUs (and GPUs, if any). With GPUs, every actor
 gets one GPU from a placement group: learner bundles first (packed, so NCCL ranks share nodes), then rollout
@@ -72,6 +74,21 @@ def init_ray(cfg: Config) -> bool:
     return True
 
 
+def sync_weight_refs(learners: Sequence[Any], workers: Sequence[Any], version: int,
+                     sharded: bool) -> tuple[list[Any], list[Any]]:
+    """Queue one weight sync: (the workers' `update_weights` refs, the learners' gather refs). Sharded learners
+    gather collectively, so every rank is asked (rank 0 returns the full dict, the others {}); unsharded, rank 0
+    alone. The workers all get rank 0's ref: one gather per version, one object-store copy."""
+    gathers = [lw.policy_state_dict.remote() for lw in (learners if sharded else learners[:1])]
+    return [w.update_weights.remote(gathers[0], version) for w in workers], gathers
+
+
+def learner_ranks_for_save(learners: Sequence[Any], sharded: bool) -> list[Any]:
+    """The ranks that write a checkpoint: all of them when sharded (each writes its shards; rank 0 the rest), rank 0
+    alone otherwise (ranks are identical)."""
+    return list(learners) if sharded else list(learners[:1])
+
+
 class Topology:
     """Learner ranks and rollout workers placed on the cluster."""
 
@@ -79,8 +96,10 @@ class Topology:
         import ray
 
         from zerotir.distributed.actors import LearnerWorker, RolloutWorker
+        from zerotir.train.sharding import enabled
 
         t = cfg.train
+        self.sharded = enabled(cfg)
         n_learn, n_roll = max(1, t.learners), max(1, t.rollout_workers)
         res = ray.cluster_resources()
         gpus = int(res.get("GPU", 0))
@@ -111,9 +130,10 @@ class Topology:
         ray.get(setups + [w.ready.remote() for w in self.workers])
 
     def sync_weights(self, version: int) -> list[Any]:
-        """Rank 0's weights → every worker (one object-store copy); calls queue behind in-flight rollouts."""
-        sd = self.learners[0].policy_state_dict.remote()
-        return [w.update_weights.remote(sd, version) for w in self.workers]
+        """Rank 0's weights → every worker (one object-store copy); calls queue behind in-flight rollouts. Returns
+        the refs to wait on: the workers' updates and every gather (a failed rank shows up here, not as a hang)."""
+        updates, gathers = sync_weight_refs(self.learners, self.workers, version, self.sharded)
+        return updates + gathers[1:]
 
     def close(self) -> None:
         import ray
@@ -133,7 +153,8 @@ class Topology:
 class RayBackend:
     """The `zerotir.train.backend.Backend` protocol on a Ray topology: rollouts sharded over the rollout workers
     (contiguous shards, so group ids are those of one process), data-parallel updates on every learner rank, rank 0's
-    weights to every worker, eval on worker 0, checkpoints written by rank 0 and read by every rank."""
+    weights to every worker, eval on worker 0, checkpoints written by rank 0 (sharded: by every rank, each its shards)
+    and read by every rank."""
 
     def __init__(self, cfg: Config):
         from zerotir.models import resolve_model_path
@@ -184,10 +205,12 @@ class RayBackend:
     def save(self, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> None:
         import ray
 
-        ray.get(self.topo.learners[0].save_checkpoint.remote(str(run_dir), step, state, keep))
+        ranks = learner_ranks_for_save(self.topo.learners, self.topo.sharded)
+        ray.get([lw.save_checkpoint.remote(str(run_dir), step, state, keep) for lw in ranks])
 
     def load(self, checkpoint: Path) -> dict[str, Any]:
-        """Every rank loads weights + optimizer state; returns state.json (data cursor, compute totals)."""
+        """Every rank loads weights + optimizer state (sharded: its own shards, a collective); returns state.json
+        (data cursor, compute totals)."""
         import ray
 
         return ray.get([lw.load_checkpoint.remote(str(checkpoint)) for lw in self.topo.learners])[0]
