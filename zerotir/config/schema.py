@@ -148,7 +148,8 @@ class RewardConfig:
 @dataclass
 class AlgoConfig:
     name: str = "reinforce_pp_baseline"
-    """Advantage estimator: gae, grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline."""
+    """Advantage estimator: gae, grpo, dr_grpo, rloo, reinforce_pp, reinforce_pp_baseline, tree (tree rollouts,
+    rollout.branch_factor > 1: each leaf against its siblings and against the prompt's leaves)."""
     gamma: float = 1.0
     """Discount over response tokens."""
     lam: float = 1.0

@@ -196,9 +196,10 @@ def _normalise_sample_indices(trajs: list[Trajectory], samples: int) -> None:
 
 def eval_rollout_config(rollout_cfg: Any, eval_cfg: Any) -> Any:
     """A copy of the training RolloutConfig with the eval's sampling settings (temperature, top_p, n_samples,
-    max_tool_calls) — what the periodic eval and `zerotir eval` pass to `evaluate`."""
+    max_tool_calls) — what the periodic eval and `zerotir eval` pass to `evaluate`. Branching is off
+    (branch_factor=1): an eval sample is one chain, so pass@k and the per-problem counts mean what they say."""
     return dataclasses.replace(rollout_cfg, temperature=eval_cfg.temperature, top_p=eval_cfg.top_p,
-                               n_samples=eval_cfg.samples, max_tool_calls=eval_cfg.max_tool_calls)
+                               n_samples=eval_cfg.samples, max_tool_calls=eval_cfg.max_tool_calls, branch_factor=1)
 
 
 def combine(reports: dict[str, EvalReport]) -> dict[str, float]:
