@@ -16,6 +16,9 @@ Trajectory invariants (checked by `Trajectory.validate`, relied on everywhere do
     calls beyond the budget have executed=False and status 'skipped'.
   * full sequence = prompt_ids ‖ response_ids; response_text is decode(response_ids) for humans only — it is never
     re-encoded.
+  * tree_path is [] (a rollout that records no tree ids) or [root, *child indices] (a tree rollout's leaf; [root]
+    when it never branched), unique within its group. Rows of one group whose paths are equal but for the last index
+    are siblings: they forked at one branch point and share the response up to it (`sibling_group_ids`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Sequence
 
 if TYPE_CHECKING:   # annotations only: this leaf module imports torch lazily (inside collate)
     import torch
@@ -130,6 +133,9 @@ class Trajectory:
     group_id: int = 0
     """Trajectories sampled from the same prompt in the same step share a group id."""
     sample_index: int = 0
+    tree_path: list[int] = field(default_factory=list)
+    """Tree rollouts: [root chain, child index at each branch point] (`rollout.tree.LeafInfo.tree_path`); [] when
+    the rollout records none. Collate turns it into `TrainBatch.branch_ids`."""
     policy_version: int = 0
     """Learner step whose weights generated this trajectory (staleness = current version - this)."""
     sandbox_error: bool = False
@@ -170,6 +176,7 @@ class Trajectory:
         assert not self.segments or pos == n, f"segments end at {pos}, response has {n} tokens"
         for i, (m, lp) in enumerate(zip(self.loss_mask, self.logprobs)):
             assert m == 1 or lp == 0.0, f"inserted token {i} carries a log-prob"
+        assert all(isinstance(i, int) and i >= 0 for i in self.tree_path), f"tree_path {self.tree_path} not indices"
         for c in self.tool_calls:
             if c.executed:
                 assert c.output_segment is not None and self.segments[c.output_segment].kind == "tool"
@@ -239,6 +246,19 @@ def read_trajectories(path: str | Path) -> list[Trajectory]:
 # ------------------------------------------------------------------------------------------- learner batch
 
 
+def sibling_group_ids(rows: Iterable[tuple[int, Sequence[int]]]) -> list[int]:
+    """Dense id (0, 1, ... by first appearance) per row of its sibling group, from (group_id, tree_path): rows with
+    the same group and the same tree path but the last index forked at one branch point and share an id; a row whose
+    path has no branch (len(tree_path) <= 1) is a group of its own. The one definition of the rule (the tree rollout's
+    `sibling_ids` and `collate` both use it): [(0,[0,0]), (0,[0,1]), (0,[1]), (1,[0,0])] → [0, 0, 1, 2]."""
+    ids: dict[tuple, int] = {}
+    out = []
+    for row, (group, path) in enumerate(rows):
+        key = (group, tuple(path[:-1])) if len(path) > 1 else ("row", row)
+        out.append(ids.setdefault(key, len(ids)))
+    return out
+
+
 @dataclass
 class TrainBatch:
     """What the learner consumes: B trajectories as padded torch tensors. Shapes and dtypes:
@@ -252,6 +272,9 @@ class TrainBatch:
                                      loss_mask is 0)
     rewards            [B]    float  scalar outcome reward per trajectory
     group_ids          [B]    long   prompt group (for group baselines)
+    branch_ids         [B]    long   sibling group in a tree rollout (`sibling_group_ids` of group and tree path);
+                                     a row that never branched has an id of its own. collate always fills it; None
+                                     only in a batch built by hand
     policy_version     [B]    long   learner version that generated each row
 
     Filled in by the update phase (`train.update.prepare_batch`), each once, before any optimizer step:
@@ -275,6 +298,7 @@ class TrainBatch:
     rewards: torch.Tensor
     group_ids: torch.Tensor
     policy_version: torch.Tensor
+    branch_ids: torch.Tensor | None = None
     ref_logprobs: torch.Tensor | None = None
     values: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
@@ -335,4 +359,6 @@ def collate(trajectories: list[Trajectory], pad_id: int) -> TrainBatch:
         rewards=torch.tensor([t.reward for t in trajectories], dtype=torch.float32),
         group_ids=torch.tensor([t.group_id for t in trajectories], dtype=torch.long),
         policy_version=torch.tensor([t.policy_version for t in trajectories], dtype=torch.long),
+        branch_ids=torch.tensor(sibling_group_ids([(t.group_id, t.tree_path) for t in trajectories]),
+                                dtype=torch.long),
     )

@@ -16,7 +16,7 @@ from zerotir.rollout import tree
 from zerotir.rollout.engine import GenerationOutput
 from zerotir.rollout.format import CODE_CLOSE, CODE_OPEN
 from zerotir.rollout.tir import rollout, rollout_tree
-from zerotir.types import Problem
+from zerotir.types import Problem, collate
 
 RID = re.compile(r"g(\d+)-s(\d+)-p([\d.]*)-t\d+(-probe)?-")
 
@@ -163,6 +163,8 @@ def test_entropy_branches_only_where_the_probe_is_uncertain(tiny_tok, sandbox):
     assert [t.sample_index for t in res.trajectories] == [0, 1, 2, 3]
     assert "Plain." in res.trajectories[3].response_text
     assert tree.sibling_ids(res.leaves) == [0, 0, 0, 1]
+    assert [t.tree_path for t in res.trajectories] == [[0, 0], [0, 1], [0, 2], [1]]  # recorded for training
+    assert collate(res.trajectories, pad_id=0).branch_ids.tolist() == [0, 0, 0, 1]
     for t in res.trajectories:
         t.validate()
 

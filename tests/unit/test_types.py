@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zerotir.types import (ExecResult, Problem, RecordError, Segment, ToolCall, Trajectory, collate,
-                           read_trajectories, write_jsonl)
+                           read_trajectories, sibling_group_ids, write_jsonl)
 
 
 def make_traj(**kw):
@@ -77,3 +77,27 @@ def test_collate_pads_and_copies_mask():
     assert batch.rewards.tolist() == [1.0, 0.0]
     sub = batch.select([1])
     assert sub.size == 1 and sub.prompt_ids.tolist() == [[0, 0, 9]]
+
+
+def test_sibling_group_ids_by_hand():
+    # group 0: root 0 forked into two leaves (siblings), root 1 never branched; group 1: root 0 forked at depth 2
+    # into [0,1,0] and [0,1,1], with [0,0] their aunt; a legacy row with no tree path is its own group
+    rows = [(0, [0, 0]), (0, [0, 1]), (0, [1]), (1, [0, 0]), (1, [0, 1, 0]), (1, [0, 1, 1]), (1, []), (2, [0, 0])]
+    assert sibling_group_ids(rows) == [0, 0, 1, 2, 3, 3, 4, 5]
+    assert sibling_group_ids([(0, []), (0, []), (0, [0]), (0, [0])]) == [0, 1, 2, 3]  # no path: one id per row
+
+
+def test_collate_fills_branch_ids_and_select_keeps_them(tmp_path):
+    paths = [(0, [0, 0]), (0, [0, 1]), (0, [1]), (1, [0, 0]), (1, [0, 1])]
+    trajs = [make_traj(group_id=g, tree_path=p) for g, p in paths]
+    path = tmp_path / "t.jsonl"
+    write_jsonl(path, trajs)
+    back = read_trajectories(path)                      # tree paths survive the transcript round trip
+    assert [t.tree_path for t in back] == [p for _, p in paths]
+    batch = collate(back, pad_id=0)
+    assert batch.branch_ids.dtype == torch.long and batch.branch_ids.tolist() == [0, 0, 1, 2, 2]
+    assert batch.select([4, 0]).branch_ids.tolist() == [2, 0]
+    assert collate([make_traj(), make_traj()], pad_id=0).branch_ids.tolist() == [0, 1]   # no tree ids
+    bad = make_traj(tree_path=[0, -1])
+    with pytest.raises(AssertionError, match="tree_path"):
+        bad.validate()

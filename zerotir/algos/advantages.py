@@ -245,9 +245,10 @@ class Advantages:
 def compute_advantages(batch, cfg) -> Advantages:
     """Advantages of a `TrainBatch` under estimator cfg.name (an `AlgoConfig`); the batch is read, never written.
 
-    Reads batch.rewards [B], batch.group_ids [B], batch.loss_mask [B, R]; batch.values [B, R] for gae; and, when
-    cfg.kl_in_reward and cfg.kl_coef > 0, batch.behaviour_logprobs and batch.ref_logprobs [B, R]: the KL of the
-    policy that sampled each token to the reference, folded into the per-token reward with cfg.kl_estimator.
+    Reads batch.rewards [B], batch.group_ids [B], batch.loss_mask [B, R]; batch.values [B, R] for gae;
+    batch.branch_ids [B] for tree; and, when cfg.kl_in_reward and cfg.kl_coef > 0, batch.behaviour_logprobs and
+    batch.ref_logprobs [B, R]: the KL of the policy that sampled each token to the reference, folded into the
+    per-token reward with cfg.kl_estimator.
     """
     check_algo_config(cfg)
     mask = batch.loss_mask.float()
@@ -265,6 +266,5 @@ def compute_advantages(batch, cfg) -> Advantages:
         values = values.float()
     adv, ret = ADVANTAGE_ESTIMATORS[cfg.name](
         rewards=rewards, token_rewards=token_rewards, mask=mask, group_ids=batch.group_ids, values=values,
-        gamma=cfg.gamma, lam=cfg.lam,
-        branch_ids=getattr(batch, "branch_ids", None))  # a TrainBatch field once collate records tree ids
+        gamma=cfg.gamma, lam=cfg.lam, branch_ids=batch.branch_ids)
     return Advantages(advantages=adv * mask, returns=ret * mask)

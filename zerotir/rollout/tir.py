@@ -365,11 +365,13 @@ async def arollout_tree(problems: list[Problem], engine: Any, sandbox: SandboxLi
 
 
 def _number_leaves(leaves: list[tuple[Trajectory, LeafInfo]]) -> TreeRollout:
-    """sample_index = the leaf's place in its group (root-major, then by path; = the root index without branching)."""
+    """sample_index = the leaf's place in its group (root-major, then by path; = the root index without branching);
+    tree_path = (root, *path), which `collate` turns into sibling groups."""
     seen: dict[int, int] = {}
-    for t, _ in leaves:
+    for t, info in leaves:
         t.sample_index = seen.get(t.group_id, 0)
         seen[t.group_id] = t.sample_index + 1
+        t.tree_path = list(info.tree_path)
     return TreeRollout([t for t, _ in leaves], [info for _, info in leaves])
 
 
