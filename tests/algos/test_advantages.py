@@ -33,7 +33,8 @@ def run(name, batch, **kw):
 
 
 def test_registry_names():
-    assert set(ADVANTAGE_ESTIMATORS) == {"gae", "grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"}
+    assert set(ADVANTAGE_ESTIMATORS) == {"gae", "grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline",
+                                         "tree"}
 
 
 # ------------------------------------------------------------------------------------------ hand-computed
@@ -168,6 +169,8 @@ def test_config_errors():
         run("gae", b)
     with pytest.raises(ValueError, match="ref_logprobs"):
         run("reinforce_pp", b, kl_coef=0.1, kl_in_reward=True)
+    with pytest.raises(ValueError, match="branch_ids"):     # a hand-built batch; collate always fills them
+        run("tree", b)
 
 
 # ------------------------------------------------------------------------------------ naive reference loops
@@ -260,7 +263,7 @@ def random_case(seed):
     return mask, rewards, groups, values, old, ref, gamma, lam
 
 
-@pytest.mark.parametrize("name", sorted(ADVANTAGE_ESTIMATORS))
+@pytest.mark.parametrize("name", sorted(set(ADVANTAGE_ESTIMATORS) - {"tree"}))  # tree: test_tree_advantages.py
 @pytest.mark.parametrize("seed", range(12))
 def test_vectorized_matches_naive(name, seed):
     mask, rewards, groups, values, old, ref, gamma, lam = random_case(seed)
