@@ -96,7 +96,32 @@ def test_missing_size_builds_once_into_the_cache(tmp_path, monkeypatch):
     p = resolve_model_path("toy-tiny")                        # builds (no TTY: plain lines)
     assert p == tmp_path / "toy-base" / f"toy-tiny-{cache.spec_hash(_tiny_spec())}" and cache.is_built(p)
     assert cache.toy_base_path("toy-tiny", log=said.append) == p and said == []   # second use: nothing built
-    assert [x.name for x in p.parent.iterdir() if ".tmp-" in x.name] == []      # the temp dir was renamed
+    assert [x.name for x in p.parent.iterdir() if x.name.endswith(".partial")] == []  # renamed when complete
+
+
+def test_a_killed_build_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from zerotir.toy import base
+
+    monkeypatch.setattr(base, "RESUME_EVERY", 2)
+    spec = replace(_tiny_spec(), steps=6)
+    whole = base.build_base(spec, tmp_path / "whole", log=lambda m: None)
+    said: list[str] = []
+    assert base.build_base(spec, tmp_path / "cut", log=said.append, until=3) is None    # "killed" after step 3
+    assert (tmp_path / "cut" / base.RESUME_FILE).is_file() and not (tmp_path / "cut" / "build.json").exists()
+    resumed = base.build_base(spec, tmp_path / "cut", log=said.append)
+    assert any("resuming the build at step 3/6" in m for m in said) and resumed["resumed_at"] == 3
+    assert not (tmp_path / "cut" / base.RESUME_FILE).exists() and whole["resumed_at"] is None
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["final_loss"] == whole["final_loss"]
+    # a resume point written for another spec is not used
+    base.build_base(spec, tmp_path / "other", log=lambda m: None, until=2)
+    said.clear()
+    base.build_base(replace(spec, lr=spec.lr / 2), tmp_path / "other", log=said.append)
+    assert any("written for another spec: starting over" in m for m in said)
 
 
 BUILDER = textwrap.dedent("""
@@ -119,7 +144,7 @@ def test_two_processes_build_a_size_once(tmp_path):
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sum("building toy base" in o for o in outs) == 1, outs     # the other waited, then found it built
-    assert cache.is_built(final) and not list(tmp_path.glob("*.tmp-*"))
+    assert cache.is_built(final) and not list(tmp_path.glob("*.partial"))
 
 
 def test_models_and_data_do_not_import_toy():

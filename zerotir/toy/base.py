@@ -154,11 +154,23 @@ def encode_corpus(docs: list[str], tok) -> tuple["torch.Tensor", "torch.Tensor"]
     return torch.tensor(ids, dtype=torch.long), torch.tensor(starts, dtype=torch.long)
 
 
+RESUME_EVERY = 25
+"""Steps between resume points of a build (model, optimizer, batch-order RNG): a killed build loses at most these."""
+RESUME_FILE = "resume.pt"
+
+
+def _spec_key(spec: BaseSpec) -> str:
+    return json.dumps(asdict(spec), sort_keys=True, default=str)
+
+
 def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] = print, *, progress: bool = False,
-               name: str = "") -> dict:
+               name: str = "", until: int | None = None) -> dict | None:
     """Pretrain and save the toy base to `out_dir`; returns a summary (also written to out_dir/build.json).
 
-    progress: a progress bar (for a terminal) instead of a log line every 50 steps. name: the size's name, recorded."""
+    progress: a progress bar (for a terminal) instead of a log line every 50 steps. name: the size's name, recorded.
+    Resumable: every RESUME_EVERY steps the training state goes to out_dir/resume.pt (atomically); a build started
+    again on the same out_dir and spec continues from it and ends with the same weights as an uninterrupted one
+    (same torch build and thread count). until: stop after that step, leaving the resume point (returns None)."""
     import torch
 
     from zerotir.toy.tokenizer import build_char_tokenizer
@@ -186,9 +198,30 @@ def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] =
     gen = torch.Generator().manual_seed(spec.seed)
     offs = torch.arange(spec.seq_len + 1)
     model.train()
-    ema, losses = None, []
+    ema, losses, start, before = None, [], 0, 0.0
+    resume = out / RESUME_FILE
+    if resume.is_file():
+        st = torch.load(resume, weights_only=False)
+        if st.get("spec") == _spec_key(spec):
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+            gen.set_state(st["gen"])
+            ema, losses, start, before = st["ema"], st["losses"], st["step"], st["seconds"]
+            log(f"resuming the build at step {start}/{spec.steps} ({resume})")
+        else:
+            log(f"{resume} was written for another spec: starting over")
+
+    def save_resume(done: int) -> None:
+        tmp = resume.with_suffix(".tmp")
+        torch.save({"spec": _spec_key(spec), "step": done, "model": model.state_dict(), "opt": opt.state_dict(),
+                    "gen": gen.get_state(), "ema": ema, "losses": losses,
+                    "seconds": before + time.time() - t0}, tmp)
+        tmp.replace(resume)
+
     bar = _progress_bar(spec.steps, name or "toy base") if progress else None
-    for step in range(spec.steps):
+    if bar is not None:
+        bar.update(start)
+    for step in range(start, spec.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, spec)
         idx = starts[torch.randint(len(starts), (spec.batch,), generator=gen)]
@@ -207,7 +240,13 @@ def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] =
             losses.append({"step": step + 1, "loss": round(ema, 4), "seconds": round(time.time() - t0, 1)})
             if bar is None:
                 log(f"step {step + 1}/{spec.steps}  loss {ema:.4f}  lr {lr_at(step, spec):.2e}  "
-                    f"{time.time() - t0:.0f}s")
+                    f"{before + time.time() - t0:.0f}s")
+        if step + 1 < spec.steps and ((step + 1) % RESUME_EVERY == 0 or step + 1 == until):
+            save_resume(step + 1)
+        if until is not None and step + 1 >= until and step + 1 < spec.steps:
+            if bar is not None:
+                bar.close()
+            return None
     if bar is not None:
         bar.close()
     model = to_qwen2(model.eval())
@@ -216,9 +255,10 @@ def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] =
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
     summary = {"name": name, "spec": asdict(spec), "params": n_params, "corpus": stats, "final_loss": ema,
-               "seconds": round(time.time() - t0, 1), "threads": spec.threads, "torch": torch.__version__,
-               "loss_curve": losses}
-    (out / "build.json").write_text(json.dumps(summary, indent=1))
+               "seconds": round(before + time.time() - t0, 1), "threads": spec.threads, "torch": torch.__version__,
+               "loss_curve": losses, "resumed_at": start or None}
+    resume.unlink(missing_ok=True)
+    (out / "build.json").write_text(json.dumps(summary, indent=1))  # last: marks the build complete
     log(f"saved to {out} ({summary['seconds']:.0f}s, final loss {ema:.4f})")
     return summary
 

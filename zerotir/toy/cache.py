@@ -10,8 +10,9 @@ directory's name carries a hash of its BaseSpec, so changing a preset never reus
 
 Concurrency: a study runs cells in parallel, and several may ask for the same missing size at once. The builder
 holds an exclusive lock (`<dir>.lock`, flock: released by the kernel if the process dies) while it builds into
-`<dir>.tmp-<pid>` and renames that to `<dir>` when complete, so a reader sees either nothing or a finished model;
-the others wait on the lock, then find the directory and build nothing.
+`<dir>.partial` and renames that to `<dir>` when complete, so a reader sees either nothing or a finished model;
+the others wait on the lock, then find the directory and build nothing. A killed build leaves `<dir>.partial` with
+its resume point (toy.base.RESUME_EVERY steps apart): the next build of that size continues from it.
 """
 
 from __future__ import annotations
@@ -117,15 +118,14 @@ def build_locked(name: str, spec, final: Path, *, log: Callable[[str], None] = _
             fcntl.flock(lock, fcntl.LOCK_EX)
         if is_built(final) and not force:
             return final
-        for stale in final.parent.glob(f"{final.name}.tmp-*"):  # left by a killed builder; we hold the lock
+        for stale in final.parent.glob(f"{final.name}.tmp-*"):  # older builders' temp dirs; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = final.parent / f"{final.name}.tmp-{os.getpid()}"
-        log(f"building toy base {name} into {final} (first use; seeded, reproducible)")
-        try:
-            build_base(spec, tmp, log=log, name=name, progress=sys.stderr.isatty() if progress is None else progress)
-            if final.exists():  # force: the old copy goes only once the new one is complete
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        part = final.parent / f"{final.name}.partial"   # kept when killed: the next build resumes from it
+        if force:
+            shutil.rmtree(part, ignore_errors=True)
+        log(f"building toy base {name} into {final} (first use; seeded, reproducible, resumable)")
+        build_base(spec, part, log=log, name=name, progress=sys.stderr.isatty() if progress is None else progress)
+        if final.exists():  # force: the old copy goes only once the new one is complete
+            shutil.rmtree(final)
+        os.rename(part, final)
     return final
