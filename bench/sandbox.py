@@ -1,12 +1,11 @@
 """Sandbox speed and robustness, measured in one run.
 
-    .venv/bin/python bench/sandbox.py [--workers 2] [--n 100] [--baseline 15] [--seconds 5] [--load 2000] [--total 10000]
+    .venv/bin/python bench/sandbox.py [--workers 2] [--n 100] [--baseline 15] [--load 2000] [--total 10000]
 
-1. Speed: p50/p99 latency (sequential calls) and exec/s (2 x workers parallel callers) for `print(1+1)` and
+1. Speed (`zerotir sandbox bench`): p50/p90/p99 latency and exec/s at 1, 4, 16 and 64 callers for `print(1+1)` and
    `import sympy; print(sympy.factorint(2**64-1))` on the warm isolated pool, against a fresh interpreter per call
-   (the baseline), and the ratio. Targets: sympy p50 <= 15 ms and >= 25x the baseline; trivial >= 100 exec/s.
-   On a shared machine wall-clock figures measure the neighbours too, so CPU per execution (all processes, via a
-   cgroup cpuacct group when writable) and the capacity it implies on 2 dedicated cores are printed as well.
+   (the baseline), side by side. Targets: sympy p50 <= 8 ms and >= 40x the baseline; trivial >= 100 exec/s.
+   On a shared machine wall-clock figures measure the neighbours too: check `uptime` before trusting them.
 2. Load: `--load` mixed requests (~12% hostile: infinite loops, sleeps, memory/fork/thread bombs, floods, disk fill,
    daemons, segfaults, kill(-1)) from 2 x workers threads; each benign request prints a nonce that must come back
    exactly (0 lost, 0 mismatched). More rounds follow until `--total` executions, then a census: processes under
@@ -27,11 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support, w
 
 def _targets(speed: dict) -> None:
     s, t = speed["sympy"], speed["trivial"]
-    print(f"targets: sympy p50 {s['p50_ms']:.1f} ms (<= 15: {'yes' if s['p50_ms'] <= 15 else 'NO'}), "
-          f"speedup {s['speedup_p50']:.1f}x (>= 25: {'yes' if s['speedup_p50'] >= 25 else 'NO'}), "
-          f"trivial {t['exec_per_s']:.0f} exec/s measured (>= 100: {'yes' if t['exec_per_s'] >= 100 else 'NO'})"
-          + (f", {2000 / t['cpu_ms_per_exec']:.0f} exec/s CPU-bound capacity on 2 dedicated cores"
-             if t.get("cpu_ms_per_exec") else ""))
+    print(f"targets: sympy p50 {s['p50_ms']:.1f} ms (<= 8: {'yes' if s['p50_ms'] <= 8 else 'NO'}), "
+          f"speedup {s['speedup_p50']:.1f}x (>= 40: {'yes' if s['speedup_p50'] >= 40 else 'NO'}), "
+          f"trivial {t['exec_per_s']:.0f} exec/s measured (>= 100: {'yes' if t['exec_per_s'] >= 100 else 'NO'})")
 
 
 def main() -> int:
@@ -39,7 +36,6 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n", type=int, default=100, help="sequential calls per snippet (latency)")
     ap.add_argument("--baseline", type=int, default=15, help="fresh-interpreter calls per snippet")
-    ap.add_argument("--seconds", type=float, default=5.0, help="throughput phase per snippet")
     ap.add_argument("--load", type=int, default=2000, help="mixed requests in the load test (0 = skip)")
     ap.add_argument("--total", type=int, default=10000, help="executions before the final census")
     ap.add_argument("--isolation", default="full")
@@ -54,7 +50,7 @@ def main() -> int:
     figures: dict = {}
     if not args.skip_speed:
         figures["speed"] = run_bench(workers=args.workers, n_latency=args.n, n_baseline=args.baseline,
-                                     throughput_s=args.seconds, isolation=args.isolation)
+                                     isolation=args.isolation)
         _targets(figures["speed"])
     ok = True
     if args.load:

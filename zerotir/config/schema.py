@@ -110,13 +110,19 @@ class SandboxConfig:
     timeout_s: float = 5.0
     """Wall-clock limit per code execution."""
     memory_mb: int = 512
-    """Address-space limit per execution."""
+    """Memory of one execution, its forked children included (a per-call cgroup; per-process RLIMIT_AS without
+    quotas)."""
     max_output_bytes: int = 16384
     """Captured stdout/stderr cap per execution."""
     isolation: str = "full"
     """'full' (namespaces + unprivileged uid + seccomp; refuses to start if a layer is missing), 'rlimits', or 'none'."""
     max_concurrency: int = 0
     """Executions running at once in the local pool (0 = `workers`); more callers queue (queueing is not timed)."""
+    cpu_cores: float = 1.0
+    """CPU cores one execution's processes may use together (per-call cgroup CPU quota)."""
+    quotas: bool = True
+    """Per-call cgroup quotas (memory, pids, CPU) on the whole process tree; required by isolation 'full'.
+    False falls back to per-process limits and logs a warning."""
     remote_concurrency: int = 64
     """Most requests in flight from one client to the remote service."""
     remote_retries: int = 2

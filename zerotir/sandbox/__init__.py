@@ -88,14 +88,13 @@ __all__ = ["Sandbox", "Session", "ExecResult", "SandboxUnavailable", "SandboxErr
 def make_sandbox(cfg):
     """The local pool or the remote client for a `zerotir.config.SandboxConfig` (same interface)."""
     if cfg.backend == "remote":
-        from zerotir.sandbox.remote import RemoteSandbox
+        from zerotir.sandbox.client import RemoteSandbox
 
         return RemoteSandbox(cfg.url, token=cfg.token, timeout_s=cfg.timeout_s, concurrency=cfg.remote_concurrency,
                              retries=cfg.remote_retries)
     if cfg.backend != "local":
         raise ValueError(f"sandbox.backend must be 'local' or 'remote', got {cfg.backend!r}")
-    # cpu_cores/quotas are read when the config schema has them (defaults: 1 core, quotas on).
     return Sandbox(workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb,
                    max_output_bytes=cfg.max_output_bytes, isolation=cfg.isolation,
-                   max_concurrency=cfg.max_concurrency or None, cpu_cores=getattr(cfg, "cpu_cores", 1.0),
-                   quotas=getattr(cfg, "quotas", True))
+                   max_concurrency=cfg.max_concurrency or None, cpu_cores=cfg.cpu_cores,
+                   quotas=cfg.quotas)

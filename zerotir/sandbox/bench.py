@@ -66,15 +66,13 @@ async def _fresh(code: str) -> str:
     return out.decode()
 
 
-def run_bench(workers: int = 2, n_latency: int = 100, n_baseline: int = 8, throughput_s: float | None = None,
-              isolation: str = "full", log=print, concurrencies: tuple[int, ...] = CONCURRENCIES,
+def run_bench(workers: int = 2, n_latency: int = 100, n_baseline: int = 8, isolation: str = "full", log=print, concurrencies: tuple[int, ...] = CONCURRENCIES,
               snippets: tuple[str, ...] = tuple(SNIPPETS)) -> dict:
     """Measure, print a markdown table, and return {snippet: {"by_concurrency": {c: {"sandbox": cell, "fresh": cell}},
     p50_ms, p99_ms, exec_per_s, baseline_p50_ms, speedup_p50, wrong_outputs}} (the flat keys are the c=1 latency
     and the best throughput, for bench/sandbox.py).
 
     n_latency: sandbox calls per cell (at least 4 x c); n_baseline: fresh-interpreter calls per cell (at least c).
-    throughput_s: unused (throughput is measured in every cell); accepted for bench/sandbox.py's older call.
     snippets: names from SNIPPETS to measure.
     """
     from zerotir.sandbox import Sandbox

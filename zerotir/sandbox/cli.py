@@ -14,12 +14,17 @@ app = typer.Typer(no_args_is_help=True)
 _ISO_HELP = "Isolation: full (namespaces + own uid + seccomp; refuses to start if a layer is missing), rlimits, none."
 
 
-def _sandbox(workers: int, timeout_s: float, memory_mb: int, max_output_bytes: int, isolation: str):
+_CORES_HELP = "CPU cores one execution's processes may use together (per-call cgroup quota)."
+_QUOTAS_HELP = "Per-call cgroup quotas (memory, pids, CPU); --no-quotas falls back to per-process limits (warns)."
+
+
+def _sandbox(workers: int, timeout_s: float, memory_mb: int, max_output_bytes: int, isolation: str,
+             cpu_cores: float = 1.0, quotas: bool = True):
     from zerotir.sandbox import Sandbox, SandboxUnavailable
 
     try:
         return Sandbox(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb, max_output_bytes=max_output_bytes,
-                       isolation=isolation)
+                       isolation=isolation, cpu_cores=cpu_cores, quotas=quotas)
     except SandboxUnavailable as e:
         fail(f"sandbox unavailable: {e}")
 
@@ -38,9 +43,11 @@ def serve_command(
     api: str = typer.Option("both", "--api", help="both (default), zerotir (/v1/...) or sandboxfusion (POST /run_code, "
                                                   "SandboxFusion's schema)."),
     timeout_s: float = typer.Option(5.0, "--timeout-s", help="Default wall-clock limit per execution."),
-    memory_mb: int = typer.Option(512, "--memory-mb", help="Memory per execution."),
+    memory_mb: int = typer.Option(512, "--memory-mb", help="Memory per execution, its children included."),
     max_output_bytes: int = typer.Option(16384, "--max-output-bytes", help="Cap on captured stdout and stderr."),
     isolation: str = typer.Option("full", "--isolation", help=_ISO_HELP),
+    cpu_cores: float = typer.Option(1.0, "--cpu-cores", help=_CORES_HELP),
+    quotas: bool = typer.Option(True, "--quotas/--no-quotas", help=_QUOTAS_HELP),
     max_body_bytes: int = typer.Option(4 * 1024 * 1024, "--max-body-bytes", help="Largest request body (else 413)."),
     max_batch: int = typer.Option(1024, "--max-batch", help="Most requests per /v1/batch call (else 413)."),
     per_client: int = typer.Option(0, "--per-client-concurrency",
@@ -59,7 +66,7 @@ def serve_command(
         fail(str(e))
     limits = ServerLimits(max_body_bytes=max_body_bytes, max_batch=max_batch,
                           per_client_concurrency=per_client or 2 * workers)
-    sb = _sandbox(workers, timeout_s, memory_mb, max_output_bytes, isolation)
+    sb = _sandbox(workers, timeout_s, memory_mb, max_output_bytes, isolation, cpu_cores, quotas)
     typer.echo(f"zerotir sandbox: serving on http://{host}:{port} (api={api}, workers={workers}, "
                f"isolation={isolation}{', token required' if token else ''})", err=True)
     try:
@@ -71,9 +78,11 @@ def serve_command(
 @app.command("exec")
 def exec_command(
     timeout_s: float = typer.Option(5.0, "--timeout-s", help="Wall-clock limit."),
-    memory_mb: int = typer.Option(512, "--memory-mb", help="Memory (address space) limit."),
+    memory_mb: int = typer.Option(512, "--memory-mb", help="Memory of the execution, its children included."),
     max_output_bytes: int = typer.Option(16384, "--max-output-bytes", help="Cap on captured stdout and stderr."),
     isolation: str = typer.Option("full", "--isolation", help=_ISO_HELP),
+    cpu_cores: float = typer.Option(1.0, "--cpu-cores", help=_CORES_HELP),
+    quotas: bool = typer.Option(True, "--quotas/--no-quotas", help=_QUOTAS_HELP),
     url: str = typer.Option("", "--url", help="Run on a sandbox service instead of a local pool."),
     token: str = typer.Option("", "--token", envvar="ZEROTIR_SANDBOX_TOKEN", help="Token for --url."),
 ) -> None:
@@ -85,7 +94,7 @@ def exec_command(
         with RemoteSandbox(url, token=token, timeout_s=timeout_s) as sb:
             r = sb.run(code)
     else:
-        with _sandbox(1, timeout_s, memory_mb, max_output_bytes, isolation) as sb:
+        with _sandbox(1, timeout_s, memory_mb, max_output_bytes, isolation, cpu_cores, quotas) as sb:
             r = sb.run(code)
     typer.echo(json.dumps(r.to_dict(), ensure_ascii=False))
 
