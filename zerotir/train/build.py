@@ -56,7 +56,13 @@ def wrap_lora(model, model_cfg):
     m = model_cfg
     lcfg = LoraConfig(r=m.lora_rank, lora_alpha=m.lora_alpha, target_modules=list(m.lora_target_modules),
                       lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, lcfg)
+    import warnings
+
+    with warnings.catch_warnings():
+        # PEFT reads transformers' deprecated `is_gradient_checkpointing` (a FutureWarning on every LoRA run that
+        # the user cannot act on); only that one message is silenced.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lcfg)
 
 
 def accepts_logits_to_keep(model) -> bool:
