@@ -3,9 +3,9 @@ and bad inputs each give one error line, exit 2 and leave no half-written run di
 
 The walk runs the real `zerotir` command in subprocesses with tiny sizes (1 train step, 2 prompts, 2 samples): the
 installed script for `--help` and `sandbox exec`, and the rest in one interpreter (`_zerotir_session`) so torch and
-transformers are imported once, not per command. It is marked integration: 53 s of CPU on the 2-core machine
-(86 s when each command had its own interpreter and analyze made its full report). The bad-input table runs
-in-process (one import), a few seconds.
+transformers are imported once, not per command, with one sandbox worker and one verifier process. It is marked
+integration: 50 s of CPU on the 2-core machine (86 s when each command had its own interpreter, two workers of each
+kind, and analyze made its full report). The bad-input table runs in-process (one import), a few seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from zerotir.train.sinks import wandb_mode
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "train.steps=1", "--set", "train.prompts_per_step=2", "--set", "rollout.n_samples=2",
         "--set", "train.eval_at_start=false", "--set", "data.eval_limit=2"]
+# One sandbox worker and one verifier process: each is an interpreter of its own (about a third of the walk's CPU).
+LEAN = ["--set", "sandbox.workers=1", "--set", "reward.verify_workers=1"]
 # A warning attributed to one of our files ("…/zerotir/x.py:12: FutureWarning: …") fails the walk; library-internal
 # ones are not ours to fix.
 OUR_WARNING = re.compile(r"(\S*/zerotir/\S+\.py):\d+: (DeprecationWarning|FutureWarning)")
@@ -118,11 +120,11 @@ def test_readme_commands_run_from_outside_the_checkout(tmp_path):
         ["config", "toy"],
         ["config", "--doc"],
         ["config", "paper"],
-        ["train", "--config", "toy", *TINY, "--set", f"sandbox.isolation={iso}"],
+        ["train", "--config", "toy", *TINY, *LEAN, "--set", f"sandbox.isolation={iso}"],
         ["eval", "--model", "toy", "--benchmarks", "toy:heldout", "--limit", "2", "--samples", "1",
-         "--set", f"sandbox.isolation={iso}", "--no-progress"],
+         *LEAN, "--set", f"sandbox.isolation={iso}", "--no-progress"],
         ["rollout", "--model", "toy", "--problems", "toy:heldout", "--limit", "2", "--n", "1", "--show", "1",
-         "--set", f"sandbox.isolation={iso}"],
+         *LEAN, "--set", f"sandbox.isolation={iso}"],
         # the README's `zerotir analyze RUN_DIR`; one metric and no bootstrap keep a 1-step run's report small
         ["analyze", "runs/toy-*", "--metric", "reward/accuracy", "--bootstrap", "0"],
     ], cwd)
