@@ -88,7 +88,7 @@ def test_live_table_renders_rows(tmp_path, monkeypatch):
                      "rollout/tool_error_rate": 0.1})
         sinks.write({"step": 2, "reward/mean": 0.5, "eval/accuracy": 0.75})
     buf = io.StringIO()
-    Console(file=buf, width=200).print(sinks._table())
+    Console(file=buf, width=200).print(sinks.live)
     text = buf.getvalue()
     assert "0.250" in text and "0.50" in text and "31.0" in text and "0.750" in text
 

@@ -323,18 +323,20 @@ class TreeRollout:
 
 async def arollout(problems: list[Problem], engine: Any, sandbox: SandboxLike, cfg: RolloutConfig, *, n_samples: int,
                    max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
-                   seed: int | None = None) -> list[Trajectory]:
+                   seed: int | None = None, progress: Any = None) -> list[Trajectory]:
     """Async form of `rollout` (for callers already inside an event loop)."""
     res = await arollout_tree(problems, engine, sandbox, cfg, n_samples=n_samples, max_tool_calls=max_tool_calls,
-                              policy_version=policy_version, group_offset=group_offset, seed=seed)
+                              policy_version=policy_version, group_offset=group_offset, seed=seed,
+                              progress=progress)
     return res.trajectories
 
 
 async def arollout_tree(problems: list[Problem], engine: Any, sandbox: SandboxLike, cfg: RolloutConfig, *, n_samples: int,
                         max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
-                        seed: int | None = None) -> TreeRollout:
+                        seed: int | None = None, progress: Any = None) -> TreeRollout:
     """`arollout` with each leaf's tree position (`zerotir.rollout.tree`). Without branching every root is its
-    own single leaf."""
+    own single leaf. `progress` (a `zerotir.telemetry.Progress`) counts finished roots under 'rollout' for the live
+    view; nothing reads it back."""
     tok = engine.tokenizer
     check_budgets(cfg, tok, max_tool_calls)
     _warn_positions(engine, problems, cfg, tok)
@@ -347,6 +349,8 @@ async def arollout_tree(problems: list[Problem], engine: Any, sandbox: SandboxLi
         for si in range(n_samples):
             root = _Root(pump, sandbox, cfg, p, text, ids, group_offset + gi, si, max_tool_calls, seed, version)
             tasks.append(asyncio.create_task(_grow(root, _Walk(budget=tree.root_budget(cfg)))))
+            if progress is not None:
+                tasks[-1].add_done_callback(lambda _: progress.advance("rollout"))
     try:
         done = asyncio.gather(*tasks)
         finished, _ = await asyncio.wait({done, pump_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -377,13 +381,14 @@ def _number_leaves(leaves: list[tuple[Trajectory, LeafInfo]]) -> TreeRollout:
 
 def rollout(problems: list[Problem], engine: Any, sandbox: SandboxLike, cfg: RolloutConfig, *, n_samples: int,
             max_tool_calls: int, policy_version: int | None = None, group_offset: int = 0,
-            seed: int | None = None) -> list[Trajectory]:
+            seed: int | None = None, progress: Any = None) -> list[Trajectory]:
     """Sample `n_samples` trajectories per problem (problem-major order) — with branching, their leaves (up to
     n_samples·branch_max_leaves per problem). group_id = group_offset + problem index, sample_index = index within
     the group. Reward fields are left at their defaults. `seed` makes sampling
     reproducible (each request's RNG is derived from (seed, group, sample, turn)); None uses the engine's RNG."""
     return asyncio.run(arollout(problems, engine, sandbox, cfg, n_samples=n_samples, max_tool_calls=max_tool_calls,
-                                policy_version=policy_version, group_offset=group_offset, seed=seed))
+                                policy_version=policy_version, group_offset=group_offset, seed=seed,
+                                progress=progress))
 
 
 def rollout_tree(problems: list[Problem], engine: Any, sandbox: SandboxLike, cfg: RolloutConfig, *, n_samples: int,

@@ -125,7 +125,7 @@ class LocalBackend:
             # rollout/staleness_* and the pipeline's freshness check read it.
             return Done(generate(problems, self.engine, self.sandbox, self.scorer, self.cfg,
                                  version=self.engine.policy_version,
-                                 group_offset=group_offset, seed=seed, step=step))
+                                 group_offset=group_offset, seed=seed, step=step, progress=self.progress))
         finally:
             self.progress.end("rollout")
 
@@ -134,7 +134,7 @@ class LocalBackend:
 
         self.progress.begin("update", self.cfg.train.ppo_epochs * self.cfg.train.minibatches if kept else 0)
         try:
-            stats = update_phase(self.learner, list(kept), self.cfg, step)
+            stats = update_phase(self.learner, list(kept), self.cfg, step, self.progress)
         finally:
             self.progress.end("update")
         return update_result(stats, kept, self.cfg, self.shape, use_kl=self.learner.use_kl,

@@ -22,16 +22,17 @@ def seed_everything(seed: int) -> None:
 
 
 def generate(problems: Sequence[Problem], engine: Any, sandbox: Any, scorer: Any, cfg: Config, *, version: int,
-             group_offset: int, seed: int, step: int) -> RolloutResult:
+             group_offset: int, seed: int, step: int, progress: Any = None) -> RolloutResult:
     """Rollout (engine + sandbox) and reward of `problems`; group ids start at `group_offset`. Each prompt gets
-    `algos.filters.samples_per_prompt(cfg)` responses (rollout.n_samples, oversampled for the 'roc' filter)."""
+    `algos.filters.samples_per_prompt(cfg)` responses (rollout.n_samples, oversampled for the 'roc' filter).
+    `progress` counts finished trajectories for the live view (`zerotir.rollout.tir.arollout_tree`)."""
     from zerotir.algos.filters import samples_per_prompt
     from zerotir.rollout.tir import rollout
 
     t0 = time.perf_counter()
     trajs = rollout(list(problems), engine, sandbox, cfg.rollout, n_samples=samples_per_prompt(cfg),
                     max_tool_calls=cfg.rollout.max_tool_calls, policy_version=version, group_offset=group_offset,
-                    seed=seed)
+                    seed=seed, progress=progress)
     t1 = time.perf_counter()
     summary = scorer.score(trajs, cfg.rollout.max_total_tokens)
     return RolloutResult(tuple(trajs), rollout_seconds=t1 - t0, reward_seconds=time.perf_counter() - t1,

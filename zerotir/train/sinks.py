@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
 
-from zerotir.telemetry import get_logger
+from zerotir.telemetry import LiveView, Progress, get_logger
 from zerotir.types import Trajectory, write_jsonl
 
 log = get_logger("train")
@@ -55,15 +55,14 @@ def wandb_mode(setting: str, env: Mapping[str, str], netrc_path: str | Path | No
 class Sinks:
     """Fan-out of metric rows. Use as a context manager so the live view and writers close cleanly."""
 
-    def __init__(self, run_dir: Path, logging_cfg: Any, config_dict: dict | None = None):
+    def __init__(self, run_dir: Path, logging_cfg: Any, config_dict: dict | None = None,
+                 progress: Progress | None = None):
         self.rows: list[dict] = []
-        self.live = None
+        self.live: LiveView | None = None
         self.tb = None
         self.wandb = None
-        if logging_cfg.live and sys.stdout.isatty():
-            from rich.live import Live
-
-            self.live = Live(self._table(), refresh_per_second=2, transient=False)
+        if logging_cfg.live and sys.stdout.isatty():   # progress: shown under the table (the backend's phases)
+            self.live = LiveView(LIVE_COLUMNS, progress=progress)
         if logging_cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -82,16 +81,6 @@ class Sinks:
             except ImportError:
                 log.warning("logging.wandb is on but wandb is not installed; skipping that sink")
 
-    def _table(self):
-        from rich.table import Table
-
-        t = Table(title="zerotir train", expand=False)
-        for name, _, _ in LIVE_COLUMNS:
-            t.add_column(name, justify="right")
-        for r in self.rows[-20:]:
-            t.add_row(*[(fmt.format(r[k]) if k in r else "") for _, k, fmt in LIVE_COLUMNS])
-        return t
-
     def __enter__(self) -> "Sinks":
         if self.live is not None:
             self.live.__enter__()
@@ -101,7 +90,7 @@ class Sinks:
         self.rows.append(row)
         step = int(row["step"])
         if self.live is not None:
-            self.live.update(self._table())
+            self.live.add_row(row)
         else:
             log.info("step %d  " + "  ".join(f"{n}={fmt.format(row[k])}" for n, k, fmt in LIVE_COLUMNS[1:] if k in row),
                      step)

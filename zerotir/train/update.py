@@ -7,7 +7,7 @@ Each field of the batch is written once, before the first optimizer step (`prepa
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from zerotir.config import Config
 from zerotir.train.stats import split_minibatches
@@ -39,9 +39,11 @@ def prepare_batch(learner, kept: Sequence[Trajectory], cfg: Config) -> TrainBatc
     return batch.replace(advantages=adv.advantages, returns=adv.returns, proximal_logprobs=proximal)
 
 
-def update_phase(learner, kept: Sequence[Trajectory], cfg: Config, step: int) -> list[dict[str, float]]:
+def update_phase(learner, kept: Sequence[Trajectory], cfg: Config, step: int,
+                 progress: Any = None) -> list[dict[str, float]]:
     """`prepare_batch`, then ppo_epochs x minibatches optimizer steps (`learner.update`; a data-parallel learner
-    trains its rank's share of each). Returns one stats dict per step."""
+    trains its rank's share of each). Returns one stats dict per step. `progress` (a `zerotir.telemetry.Progress`)
+    counts the optimizer steps under 'update' for the live view."""
     if not kept:
         return []
     t = cfg.train
@@ -50,4 +52,6 @@ def update_phase(learner, kept: Sequence[Trajectory], cfg: Config, step: int) ->
     for epoch in range(t.ppo_epochs):
         for idx in split_minibatches(batch.size, t.minibatches, (t.seed, step, epoch)):
             stats.append(learner.update(batch.select(idx)))
+            if progress is not None:   # for the live view; nothing reads it back
+                progress.advance("update")
     return stats
