@@ -45,15 +45,16 @@ def tool_model_dir(tmp_path_factory):
 def naive_tree_advantages(leaves, sib: bool = True) -> list[float]:
     """A_i = (r_i - mean of its siblings) + (r_i - mean of its group), each term 0 for a group of one; siblings share
     group_id and tree_path[:-1] (a path of length <= 1 never branched). sib=False: the group term only."""
-    def term(i, same):
-        peers = [x.reward for x in leaves if same(x)]
-        return leaves[i].reward - sum(peers) / len(peers) if len(peers) > 1 else 0.0
+    def term(r: float, peers: list[float]) -> float:
+        return r - sum(peers) / len(peers) if len(peers) > 1 else 0.0
 
     out = []
-    for i, a in enumerate(leaves):
-        local = term(i, lambda x: x is a or (len(a.tree_path) > 1 and x.group_id == a.group_id
-                                           and x.tree_path[:-1] == a.tree_path[:-1] and len(x.tree_path) > 1))
-        out.append(sib * local + term(i, lambda x: x.group_id == a.group_id))
+    for a in leaves:
+        group = [x.reward for x in leaves if x.group_id == a.group_id]
+        sibs = [x.reward for x in leaves if x is a or (len(a.tree_path) > 1 and len(x.tree_path) > 1
+                                                       and x.group_id == a.group_id
+                                                       and x.tree_path[:-1] == a.tree_path[:-1])]
+        out.append(sib * term(a.reward, sibs) + term(a.reward, group))
     return out
 
 
