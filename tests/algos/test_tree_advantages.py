@@ -92,8 +92,7 @@ def test_registered_and_dispatched():
                        response_ids=torch.zeros(4, 2, dtype=torch.long), response_mask=torch.ones(4, 2, dtype=torch.long),
                        loss_mask=mask, behaviour_logprobs=torch.zeros(4, 2), rewards=T([1.0, 0.0, 0.0, 1.0]),
                        group_ids=T([0, 0, 0, 0]), policy_version=torch.zeros(4, dtype=torch.long))
-    with pytest.raises(ValueError, match="algo.name=tree needs branch_ids"):
+    with pytest.raises(ValueError, match="algo.name=tree needs TrainBatch.branch_ids"):
         compute_advantages(batch, AlgoConfig(name="tree"))
-    batch.branch_ids = T([0, 0, 0, 1])  # stands in for the TrainBatch field collate will fill (see the docs)
-    adv = compute_advantages(batch, AlgoConfig(name="tree")).advantages
+    adv = compute_advantages(batch.replace(branch_ids=T([0, 0, 0, 1])), AlgoConfig(name="tree")).advantages
     assert torch.allclose(adv[:, 0], torch.tensor([7 / 6, -5 / 6, -5 / 6, 1 / 2]), atol=1e-6)

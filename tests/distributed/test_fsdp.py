@@ -7,8 +7,8 @@ policy, the critic (gae) and the reference (kl_coef > 0) all sharded:
 - a checkpoint of a sharded run resumes bit-identically, its policy/ is a plain HF directory, and the engine-sync
   gather (`policy_state_dict`, one collective per version) gives rank 0 the full HF-named weights.
 
-The Ray path of weight sync (driver → every learner rank → rollout workers) is not exercised here: see the report
-of issue 16 item 1 (the driver asks rank 0 alone, which a sharded gather cannot serve).
+The Ray path of weight sync (driver → every learner rank → rollout workers), save and resume is in
+tests/distributed/test_fsdp_ray.py.
 """
 
 from __future__ import annotations

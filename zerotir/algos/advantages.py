@@ -210,8 +210,8 @@ def tree(*, rewards: torch.Tensor, mask: torch.Tensor, group_ids: torch.Tensor, 
     by how its subtree did against the prompt's mean. Returns = advantages.
     """
     if branch_ids is None:
-        raise ValueError("algo.name=tree needs branch_ids per row (the sibling groups of a tree rollout: "
-                         "zerotir.rollout.tree.sibling_ids), and the batch has none")
+        raise ValueError("algo.name=tree needs TrainBatch.branch_ids (collate fills it from Trajectory.tree_path; "
+                         "a hand-built batch must set it), and the batch has none")
     r = rewards.float()
     sib_mean, _, sib_size = group_stats(r, branch_ids)
     root_mean, _, root_size = group_stats(r, group_ids)

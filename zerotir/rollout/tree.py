@@ -58,13 +58,10 @@ class LeafInfo:
 
 def sibling_ids(leaves: list[LeafInfo]) -> list[int]:
     """Dense id per leaf of its sibling group: the leaves sharing its last branch point (same group, same root, same
-    path but the last index). A leaf that never branched is a group of its own."""
-    ids: dict[tuple, int] = {}
-    out = []
-    for leaf in leaves:
-        key = (leaf.group_id, leaf.tree_path[:-1]) if leaf.path else (leaf.group_id, leaf.tree_path, "leaf")
-        out.append(ids.setdefault(key, len(ids)))
-    return out
+    path but the last index). A leaf that never branched is a group of its own (the rule: types.sibling_group_ids)."""
+    from zerotir.types import sibling_group_ids
+
+    return sibling_group_ids([(leaf.group_id, leaf.tree_path) for leaf in leaves])
 
 
 def check_branching(cfg: Any) -> None:
