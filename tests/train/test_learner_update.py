@@ -14,10 +14,12 @@ def _capture_grads(learner):
     got = {}
 
     def step(*a, **k):
+        learner.optimizer._opt_called = True  # what torch's own step wrapper records for the scheduler
         for n, p in learner.policy.named_parameters():
             if p.grad is not None:
                 got[n] = p.grad.detach().clone()
 
+    step._wrapped_by_lr_sched = True  # the stand-in is deliberate: torch's scheduler would warn it was overridden
     learner.optimizer.step = step
     return got
 
