@@ -94,8 +94,14 @@ def welch(a: list[float], b: list[float]) -> dict:
     d = float(np.mean(b) - np.mean(a))
     if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
         return {"diff": d, "p": None}
-    p = float(stats.ttest_ind(b, a, equal_var=False).pvalue)
-    return {"diff": d, "p": p if math.isfinite(p) else None}
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        p = float(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    # nearly identical values: scipy warns of catastrophic cancellation and its p-value is noise, so none is given
+    unreliable = any("Precision loss" in str(w.message) for w in caught)
+    return {"diff": d, "p": p if math.isfinite(p) and not unreliable else None}
 
 
 def final_value(group: Group, metric: str, upto: float | None = None) -> dict:
