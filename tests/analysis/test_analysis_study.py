@@ -128,3 +128,12 @@ def test_correlations_on_a_compute_axis_pair_metrics_at_the_same_step(tmp_path):
     analyze_study(study, n_boot=5, metrics=("eval/accuracy", "eval/code_ratio"))
     (row,) = json.loads((study / "fits.json").read_text())["groups"][0]["correlations"]
     assert row["n"] > 5
+
+
+def test_same_family_ignores_config_fields_added_after_registration():
+    from zerotir.analysis.study import same_family
+
+    registered = '{"algo.name": "grpo", "rollout.max_tool_calls": 2}'
+    assert same_family('{"algo.name": "grpo", "rollout.max_tool_calls": 2, "sandbox.quotas": true}', registered)
+    assert not same_family('{"algo.name": "grpo", "rollout.max_tool_calls": 0}', registered)
+    assert not same_family('{"algo.name": "grpo"}', None)

@@ -170,6 +170,20 @@ def _xy(runs: list[Run], metric: str, x: str) -> list[tuple]:
     return out
 
 
+def same_family(key: str, registered: str | None) -> bool:
+    """Family keys (JSON of a flat config) agree on every key both name. A config field added to the schema after
+    the predictions were registered is in one key only and must not orphan them."""
+    if registered is None:
+        return False
+    try:
+        a, b = json.loads(key), json.loads(registered)
+    except (TypeError, ValueError):
+        return key == registered
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return key == registered
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
+
+
 def score_predictions(doc: dict, runs: list[Run], n_boot: int = 200, seed: int = 0) -> dict:
     """Score a predictions.json document against the study's runs now. Held-out runs not there yet (or with no
     points on the axis) give a note, not an error."""
@@ -186,7 +200,7 @@ def score_predictions(doc: dict, runs: list[Run], n_boot: int = 200, seed: int =
         if not e.get("ok"):
             s["note"] = f"nothing was predicted: {e.get('note')}"
             continue
-        mine = [r for r in held if r.config and family_key(r.config) == e.get("family_key")]
+        mine = [r for r in held if r.config and same_family(family_key(r.config), e.get("family_key"))]
         if not mine:
             s["note"] = "no held-out run of this family in the study yet"
             continue
