@@ -14,7 +14,6 @@ tests/distributed/test_fsdp_ray.py.
 from __future__ import annotations
 
 import os
-import random
 import socket
 
 import pytest
@@ -22,7 +21,7 @@ import torch
 import torch.multiprocessing as mp
 
 from zerotir.config import Config
-from zerotir.types import Segment, Trajectory
+from tests.support.trajectories import random_trajectories
 
 pytestmark = pytest.mark.integration
 
@@ -43,28 +42,13 @@ def _cfg(model_dir, sharding: str) -> Config:
     return cfg
 
 
-def _trajs(vocab: int, seed: int, n: int) -> list[Trajectory]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        lp, lr = rng.randint(2, 8), rng.randint(3, 12)
-        mask = [1] * lr
-        segs = [Segment("model", 0, lr)]
-        if lr >= 6 and i % 3 == 0:  # a tool block in the middle (mask 0)
-            mask[2:4] = [0, 0]
-            segs = [Segment("model", 0, 2), Segment("tool", 2, 4), Segment("model", 4, lr)]
-        out.append(Trajectory(problem_id=f"p{i // 2}", prompt_ids=[rng.randrange(2, vocab) for _ in range(lp)],
-                              response_ids=[rng.randrange(2, vocab) for _ in range(lr)], loss_mask=mask,
-                              logprobs=[(-rng.random() * 3 if m else 0.0) for m in mask], segments=segs,
-                              group_id=i // 2, sample_index=i % 2, reward=float(rng.random() > 0.5)))
-    return out
 
 
 def _batches(model_dir):
     from zerotir.models import load_tokenizer
 
     vocab = len(load_tokenizer(model_dir))
-    return [_trajs(vocab, 1, 10), _trajs(vocab, 2, 7)]   # 7 rows: ranks get 4 and 3 rows
+    return [random_trajectories(vocab, 1, 10), random_trajectories(vocab, 2, 7)]   # 7 rows: ranks get 4 and 3 rows
 
 
 def _sharded_learner(rank: int, world: int, port: int, model_dir):

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import random
 
 import pytest
 
 from zerotir.config import Config
-from zerotir.types import Segment, Trajectory
+from tests.support.trajectories import random_trajectories
 
 pytestmark = pytest.mark.integration
 
@@ -22,21 +21,6 @@ def _cfg(model_dir) -> Config:
     return cfg
 
 
-def _trajs(vocab: int, seed: int, n: int = 10) -> list[Trajectory]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        lp, lr = rng.randint(2, 8), rng.randint(3, 12)
-        mask = [1] * lr
-        segs = [Segment("model", 0, lr)]
-        if lr >= 6 and i % 3 == 0:  # a tool block in the middle (mask 0)
-            mask[2:4] = [0, 0]
-            segs = [Segment("model", 0, 2), Segment("tool", 2, 4), Segment("model", 4, lr)]
-        out.append(Trajectory(problem_id=f"p{i // 2}", prompt_ids=[rng.randrange(2, vocab) for _ in range(lp)],
-                              response_ids=[rng.randrange(2, vocab) for _ in range(lr)], loss_mask=mask,
-                              logprobs=[(-rng.random() * 3 if m else 0.0) for m in mask], segments=segs,
-                              group_id=i // 2, sample_index=i % 2, reward=float(rng.random() > 0.5)))
-    return out
 
 
 def _reference(cfg, batches):
@@ -62,7 +46,7 @@ def test_two_gloo_learners_match_single_process(tiny_model_dir):
 
     cfg = _cfg(tiny_model_dir)
     vocab = len(load_tokenizer(tiny_model_dir))
-    batches = [_trajs(vocab, 1), _trajs(vocab, 2, n=7)]  # 7 rows: uneven shares, one minibatch has 3 rows
+    batches = [random_trajectories(vocab, 1), random_trajectories(vocab, 2, n=7)]  # 7 rows: uneven shares, one minibatch has 3 rows
     ref, ref_stats = _reference(cfg, batches)
 
     started = init_ray(cfg)
