@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from zerotir.records import EvalResult, RolloutResult, UpdateResult
-from zerotir.telemetry import read_metrics
+from zerotir.telemetry import Progress, read_metrics
 from zerotir.train.compute import ModelShape, rollout_flops
 from zerotir.train.loop import RunHealthError, train
 from zerotir.train.pipeline import Done
@@ -32,6 +32,7 @@ class ScriptedBackend:
 
     def __init__(self, cfg, script: list[int]):
         self.cfg, self.script, self.calls, self.saved = cfg, list(script), [], []
+        self.progress = Progress()   # part of the Backend protocol (the live view reads it)
 
     def launch(self, step, problems, group_offset, seed):
         n = self.cfg.rollout.n_samples

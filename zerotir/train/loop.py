@@ -186,7 +186,7 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
         writer = MetricsWriter(run)
         log.info("run dir %s: %d training problems, %d held-out; steps %d..%d", run, len(train_set), len(eval_set),
                  start + 1, t.steps)
-        with Sinks(run, cfg.logging, _cfg_dict(cfg), progress=getattr(backend, "progress", None)) as sinks:
+        with Sinks(run, cfg.logging, _cfg_dict(cfg), progress=backend.progress) as sinks:
             if start == 0 and eval_set and t.eval_at_start:             # the base model: the curves' step 0
                 base = backend.evaluate(eval_set, 0)
                 row = {"step": 0, "epoch": 0, "policy_version": 0, **base.metrics,
