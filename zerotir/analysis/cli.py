@@ -41,6 +41,10 @@ def analyze_command(
     ignore_key: list[str] = typer.Option([], "--ignore-key",
                                          help="Extra config key that does not split groups (repeatable; "
                                               "'section.*' for a whole section)."),
+    arms: str = typer.Option("", "--arms",
+                             help="Write the ablation arms table against this baseline arm (e.g. 'baseline': the "
+                                  "study cell with only a seed) instead of the laws report: arms.md, arms.json, "
+                                  "plots."),
 ) -> None:
     """Fit power / saturating / log-linear laws and the sigmoid law (with seed-bootstrap CIs, across model sizes,
     with held-out extrapolation tests) to metrics vs step or compute, correlate metrics, compare seed groups."""
@@ -52,6 +56,9 @@ def analyze_command(
     if bootstrap < 0:
         fail("--bootstrap must be ≥ 0")
     out = out or default_report_dir(run_dirs)
+    if arms:
+        _write_arms(run_dirs, out, arms)
+        return
     try:
         path = analyze(run_dirs, out, metrics=tuple(metric) or None, n_boot=bootstrap, seed=seed,
                        ignore=IGNORED_KEYS + tuple(ignore_key), x_offset=x_offset, x=x,
@@ -68,3 +75,18 @@ def analyze_command(
             if v["cross_size"].get("formula"):
                 typer.echo(f"{fam['label']:<40} {m:<26} {v['cross_size']['formula']}")
     typer.echo(f"report: {path / 'report.html'}  ({path / 'report.md'}, {path / 'fits.json'})")
+
+
+def _write_arms(run_dirs: list[str], out: str, baseline: str) -> None:
+    from zerotir.analysis.arms import write_arms
+    from zerotir.analysis.report import find_run_dirs
+    from zerotir.analysis.runs import load_run
+
+    try:
+        runs = [load_run(d) for d in find_run_dirs(run_dirs)]
+        path = write_arms(runs, out, baseline)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        fail(str(e))
+        return
+    typer.echo(path.read_text().split("\n\n![")[0])
+    typer.echo(f"arms table: {path}  ({path.parent / 'arms.json'})")
