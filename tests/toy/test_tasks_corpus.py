@@ -55,6 +55,29 @@ def test_splits_fixed_disjoint_and_seeded():
     assert {"mul", "add", "gcd", "lin"} <= kinds
 
 
+def test_ood_splits_are_outside_training_and_the_corpus():
+    from zerotir.toy.tasks import WORDINGS, level1_prompt_len
+
+    train = {p.prompt for p in toy_problems("train", seed=0)}
+    corpus = build_corpus(CorpusSpec(n_docs=3000))
+    longest = level1_prompt_len()
+    size, wording = toy_problems("ood-size"), toy_problems("ood-wording")
+    assert len(size) == len(wording) == 256 and size == toy_problems("ood-size", seed=3)
+    assert len({p.prompt for p in size}) == 256 and len({p.prompt for p in wording}) == 256
+    assert not train & {p.prompt for p in size + wording}
+    # larger operands: every prompt longer than any level-1 prompt of its kind, at least 4 kinds present
+    assert all(len(p.prompt) > longest[p.meta["kind"]] and p.meta["level"] == 2 for p in size)
+    assert len({p.meta["kind"] for p in size}) >= 4
+    # held-out phrasings: none starts like a training prompt, and no phrasing's fixed words occur in the corpus
+    assert not any(p.prompt.startswith(("What is", "Solve ")) for p in wording)
+    for w in WORDINGS:
+        words = [part for part in w.split("{e}") if part.strip(" .?=")]
+        assert not any(part in doc for part in words for doc in corpus), w
+    # same answers and code as the underlying level-1 task: the canonical code still prints the gold answer
+    for p in wording[:30] + size[:30]:
+        assert _run(p.meta["code"]) == p.answer
+
+
 def test_gold_answers_verify_with_math_verify():
     from math_verify import parse, verify
 

@@ -5,6 +5,14 @@ it can only get right by writing code.
     toy_problems("heldout")   # 256 fixed problems, disjoint from every train split
     toy_problems("easy") / toy_problems("hard")   # 256 fixed problems at level 0 / level 1
     toy_problems("rg-gcd")    # 256 problems from a reasoning-gym generator (longer prompts, for bigger models)
+    toy_problems("ood-wording") / toy_problems("ood-size")   # 256 fixed problems outside the training distribution
+
+The two `ood-` splits ask whether RL taught the tool or one template. `ood-wording`: level-1 operands (as in
+training) under phrasings that neither RL training nor the pretraining corpus contains (`WORDINGS`: "Calculate X.",
+"Find the value of X.", ...; the corpus frames its snippets with "Compute X.", so that verb is not used).
+`ood-size`: the training wording with level-2 operands, kept only where the prompt is longer than any level-1
+prompt of its kind (`level1_prompt_len`), so every problem has more digits than any RL training problem (the
+pretraining corpus does show level-2 numbers, in snippets and guessed Q/A: copying long numbers is its job).
 
 Every Problem carries in `meta`: kind, level, `expr` (how the worked solution writes the computation, e.g.
 "1234*567" or "gcd(84, 126)") and `code` (the canonical Python that prints the answer). The corpus builds its
@@ -152,7 +160,25 @@ EASY_SHARE = 0.15
 """Share of level-0 problems in train/heldout: text alone solves them, so the no-tools baseline is not zero."""
 
 HELDOUT_SEED = 10_007
-SPLIT_SIZES = {"train": 20_000, "heldout": 256, "easy": 256, "hard": 256}
+SPLIT_SIZES = {"train": 20_000, "heldout": 256, "easy": 256, "hard": 256, "ood-wording": 256, "ood-size": 256}
+
+WORDINGS: tuple[str, ...] = ("Calculate {e}.", "Find the value of {e}.", "Evaluate {e}.", "{e} = ?",
+                             "Work out {e}.")
+"""Held-out phrasings of 'What is {e}?' (never in train, heldout or the pretraining corpus), for `ood-wording`."""
+LIN_WORDINGS: tuple[str, ...] = ("Find x if {eq}.", "{eq}. What is x?", "Which x satisfies {eq}?")
+BASE_WORDINGS: tuple[str, ...] = ("Convert binary {s} to decimal.", "Binary {s} is which decimal number?")
+
+
+def reworded(t: Task, rng: random.Random) -> Task:
+    """The same task (answer, expr, code) asked in a held-out phrasing."""
+    if t.kind == "lin":
+        eq = t.prompt[len("Solve "):-len(" for x.")]
+        prompt = rng.choice(LIN_WORDINGS).format(eq=eq)
+    elif t.kind == "base":
+        prompt = rng.choice(BASE_WORDINGS).format(s=t.expr[2:])
+    else:
+        prompt = rng.choice(WORDINGS).format(e=t.prompt[len("What is "):-1])
+    return Task(t.kind, t.level, prompt, t.answer, t.expr, t.code)
 
 
 def sample_task(rng: random.Random, mix: dict[str, float] | None = None, easy_share: float = EASY_SHARE,
@@ -187,6 +213,13 @@ def _reserved_prompts() -> set[str]:
             for t in _fixed_tasks(s, SPLIT_SIZES[s], lvl)}
 
 
+def level1_prompt_len(samples: int = 5000) -> dict[str, int]:
+    """The longest level-1 prompt of each kind among `samples` seeded draws (level 1 is what train and heldout use,
+    besides level 0): a level-2 prompt longer than this has operands larger than training's."""
+    rng = random.Random(f"{HELDOUT_SEED}-level1-range")
+    return {kind: max(len(gen(rng, 1).prompt) for _ in range(samples)) for kind, gen in GENERATORS.items()}
+
+
 def _rg_problems(name: str, n: int, seed: int) -> list[Problem]:
     try:
         import reasoning_gym
@@ -212,12 +245,24 @@ def toy_problems(split: str, seed: int = 0) -> list[Problem]:
             if t.prompt not in reserved:
                 out.append(_to_problem(t, split, len(out)))
         return out
+    if split == "ood-size":
+        longest, rng, out = level1_prompt_len(), random.Random(f"{HELDOUT_SEED}-size"), []
+        while len(out) < SPLIT_SIZES[split]:
+            t = sample_task(rng, level=2)
+            if len(t.prompt) > longest[t.kind] and t.prompt not in {o.prompt for o in out}:
+                out.append(t)
+        return [_to_problem(t, split, i) for i, t in enumerate(out)]
     if split in ("heldout", "easy", "hard"):
         level = {"heldout": None, "easy": 0, "hard": 1}[split]
         return [_to_problem(t, split, i) for i, t in enumerate(_fixed_tasks(split, SPLIT_SIZES[split], level))]
+    if split == "ood-wording":
+        rng = random.Random(f"{HELDOUT_SEED}-wording")
+        tasks = _fixed_tasks(split, SPLIT_SIZES[split], 1)
+        return [_to_problem(reworded(t, rng), split, i) for i, t in enumerate(tasks)]
     if split.startswith("rg-"):
         return _rg_problems(split[3:], 256, seed)
-    raise ValueError(f"unknown toy split '{split}' (train, heldout, easy, hard, rg-<reasoning-gym dataset>)")
+    raise ValueError(f"unknown toy split '{split}' (train, heldout, easy, hard, ood-wording, ood-size, "
+                     "rg-<reasoning-gym dataset>)")
 
 
 register_source("toy", lambda split, seed: toy_problems(split, seed=seed))  # 'toy:train', 'toy:heldout', ...
