@@ -29,6 +29,11 @@ def test_demo_few_steps(tmp_path):
     assert (run / "plots" / "curves.png").stat().st_size > 10_000
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2
+    # the final policy is also evaluated beyond the training distribution (8 problems each: data.eval_limit)
+    gen = json.loads((run / "generalization.json").read_text())
+    assert set(gen) == {"toy:ood-wording", "toy:ood-size"} and set(summary["generalization"]) == set(gen)
+    assert all(0 <= g["eval/accuracy"] <= 1 and g["eval/problems"] == 8 for g in gen.values())
+    assert "## Beyond the training distribution" in report and "| toy:ood-wording |" in report
     base = load_file(str(TOY_BASE_DIR / "model.safetensors"))
     after = load_file(str(latest_checkpoint(run) / "policy" / "model.safetensors"))
     assert any(not torch.equal(base[k], after[k]) for k in base)

@@ -41,6 +41,11 @@ PANELS: tuple[tuple[str, str, str], ...] = (
 )
 """Plot panels: (title, training-batch metric, held-out eval metric)."""
 
+OOD_SPLITS: tuple[str, ...] = ("toy:ood-wording", "toy:ood-size")
+"""Problems outside the training distribution (zerotir.toy.tasks): phrasings never seen, operands larger than any
+training problem. The final policy is evaluated on them too, so the report says whether RL taught the tool or one
+template (same problem kinds; only the wording or the operand size differs from the held-out set)."""
+
 
 def demo_config(*, seed: int = 0, steps: int | None = None, algo: str | None = None, no_tools: bool = False,
                 overrides: Sequence[str] = ()) -> Config:
@@ -94,10 +99,26 @@ def evaluate_model(model_path: str | Path, cfg: Config, problems: list, *, max_t
 # ----------------------------------------------------------------------------------------------- running
 
 
+def eval_generalization(run: Path, cfg: Config) -> dict[str, dict[str, float]]:
+    """The run's final policy on each of OOD_SPLITS (the first `data.eval_limit` problems, eval settings of `cfg`);
+    written to RUN/generalization.json → {split: eval/… metric row}."""
+    from zerotir.data import load_problems
+    from zerotir.train.checkpoint import latest_checkpoint
+
+    policy = latest_checkpoint(run) / "policy"
+    out = {}
+    for src in OOD_SPLITS:
+        problems = load_problems(src, limit=cfg.data.eval_limit, seed=cfg.train.seed).problems
+        out[src] = {**evaluate_model(policy, cfg, problems).metric_row("eval/"), "eval/problems": len(problems)}
+    (run / "generalization.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
 def run_demo(cfg: Config, run_dir: str | Path | None = None, *, base_eval: bool = True,
-             analysis: bool = True) -> Path:
+             analysis: bool = True, generalization: bool = True) -> Path:
     """RL-train per `cfg` with the project's loop (its step-0 row is the base model's eval unless `base_eval` is
-    False), write the report; returns the run directory."""
+    False), evaluate the final policy beyond the training distribution (`generalization`, toy eval sets only),
+    write the report; returns the run directory."""
     from zerotir.train.loop import train
 
     t0 = time.perf_counter()
@@ -105,7 +126,10 @@ def run_demo(cfg: Config, run_dir: str | Path | None = None, *, base_eval: bool 
     if run_dir is None:
         run_dir = Path("runs") / f"{cfg.train.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = Path(train(cfg, run_dir=str(run_dir)))
-    write_report(run, wall_seconds=time.perf_counter() - t0)
+    wall = time.perf_counter() - t0  # RL (with its periodic evals); the generalization eval comes after
+    if generalization and cfg.data.eval.startswith("toy:"):
+        eval_generalization(run, cfg)
+    write_report(run, wall_seconds=wall)
     if analysis:
         run_analysis([run], run / "analysis")
     return run
@@ -197,6 +221,16 @@ def pick_transcripts(run_dir: Path, n: int = 3) -> tuple[list[Any], list[Any]]:
     return good, first
 
 
+def generalization_markdown(end: dict[str, float], gen: dict[str, dict[str, float]]) -> str:
+    """Final policy: in-distribution held-out eval (the run's last eval row) next to each OOD split."""
+    lines = ["| problems | accuracy | code ratio | tool errors (share of executed code) |", "|---|---:|---:|---:|"]
+    rows = [("held-out (training distribution)", end)] + [(name, gen[name]) for name in gen]
+    for name, r in rows:
+        lines.append(f"| {name} | {r.get('eval/accuracy', float('nan')):.3f} | "
+                     f"{r.get('eval/code_ratio', float('nan')):.3f} | {r.get('eval/tool_error_rate', float('nan')):.3f} |")
+    return "\n".join(lines)
+
+
 def _fence(t: Any, step_label: str) -> str:
     head = f"{step_label} — gold {t.gold_answer}, answer {t.answer}, correct={t.correct}, tool calls={t.num_tool_calls}"
     return f"{head}\n\n````text\n{t.prompt_text}{t.response_text}\n````"
@@ -216,6 +250,11 @@ def write_report(run_dir: str | Path, wall_seconds: float | None = None) -> Path
                "accuracy_ratio": acc_gain if math.isfinite(acc_gain) else None,
                "accuracy_gain_points": 100 * (e["eval/accuracy"] - s["eval/accuracy"]),
                "wall_seconds": wall_seconds, "steps": max(r["step"] for r in rows)}
+    gen_path = run / "generalization.json"
+    gen = json.loads(gen_path.read_text()) if gen_path.exists() else {}
+    if gen:
+        last = eval_rows(rows)[-1]
+        summary["generalization"] = {name: r.get("eval/accuracy") for name, r in gen.items()}
     (run / "summary.json").write_text(json.dumps(summary, indent=1))
     parts = [f"# Toy world run: {run.name}", "",
              "A tiny model pretrained from scratch (text solutions, framed code snippets, and rarely the "
@@ -225,6 +264,12 @@ def write_report(run_dir: str | Path, wall_seconds: float | None = None) -> Path
              + f" ({summary['accuracy_gain_points']:+.1f} points)"
              + (f"; wall time {wall_seconds:.0f} s." if wall_seconds else "."), "",
              "![curves](plots/curves.png)", ""]
+    if gen:
+        parts += ["## Beyond the training distribution (final policy)", "",
+                  "Same problem kinds; `ood-wording` asks them in phrasings never seen in training or pretraining, "
+                  "`ood-size` with larger operands than any training problem. Code use that holds up here is a "
+                  "learned skill; code use with accuracy near 0 is a copied template.", "",
+                  generalization_markdown(last, gen), ""]
     if good:
         parts += ["## Learned tool use (last logged step, correct answers)", ""]
         parts += [_fence(t, f"**{t.problem_id}**") + "\n" for t in good]
@@ -256,7 +301,7 @@ def run_grid(cfg: Config, out_dir: str | Path, budgets: Sequence[int] = GRID_BUD
     for b in budgets:
         c = replace(cfg, rollout=replace(cfg.rollout, max_tool_calls=b), eval=replace(cfg.eval, max_tool_calls=b),
                     train=replace(cfg.train, name=f"grid-train{b}"))
-        run = run_demo(c, out / f"train-budget-{b}", base_eval=False, analysis=False)
+        run = run_demo(c, out / f"train-budget-{b}", base_eval=False, analysis=False, generalization=False)
         if on_run:
             on_run(b, run)
         policy = latest_checkpoint(run) / "policy"
