@@ -202,9 +202,14 @@ def render_markdown(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_arms(runs: list[Run], out_dir: str | Path, baseline: str = BASELINE) -> Path:
-    """Write arms.md, arms.json and one plot per eval metric (arms as seed bands vs step: every arm has the same
-    steps, while its seeds' FLOPs differ, so bands are drawn on the step axis) into `out_dir`."""
+PLOT_METRICS: tuple[str, ...] = (ACC, CODE, TOOL_ERR, LENGTH)
+"""Metrics plotted by default, one figure each."""
+
+
+def write_arms(runs: list[Run], out_dir: str | Path, baseline: str = BASELINE,
+               plot_metrics: tuple[str, ...] = PLOT_METRICS) -> Path:
+    """Write arms.md, arms.json and one plot per metric of `plot_metrics` (arms as seed bands vs step: every arm has
+    the same steps, while its seeds' FLOPs differ, so bands are drawn on the step axis) into `out_dir`."""
     import json
 
     from zerotir.analysis.plots import plot_compare
@@ -215,7 +220,7 @@ def write_arms(runs: list[Run], out_dir: str | Path, baseline: str = BASELINE) -
     (out / "arms.json").write_text(json.dumps(table, indent=1))
     md = [f"# Arms vs `{baseline}`", "", render_markdown(table)]
     groups = [Group(label=a.name, runs=a.runs) for a in group_arms(runs)]
-    for metric in (ACC, CODE, TOOL_ERR):
+    for metric in plot_metrics:
         name = metric.replace("/", "_")
         plot_compare(groups, metric, out / f"arms_{name}.png", xlabel="step")
         md += ["", f"![{metric} by arm](arms_{name}.png)"]

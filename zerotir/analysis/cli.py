@@ -44,7 +44,8 @@ def analyze_command(
     arms: str = typer.Option("", "--arms",
                              help="Write the ablation arms table against this baseline arm (e.g. 'baseline': the "
                                   "study cell with only a seed) instead of the laws report: arms.md, arms.json, "
-                                  "plots."),
+                                  "one plot per --metric (default: eval accuracy, code ratio, tool errors, "
+                                  "length)."),
 ) -> None:
     """Fit power / saturating / log-linear laws and the sigmoid law (with seed-bootstrap CIs, across model sizes,
     with held-out extrapolation tests) to metrics vs step or compute, correlate metrics, compare seed groups."""
@@ -57,7 +58,7 @@ def analyze_command(
         fail("--bootstrap must be ≥ 0")
     out = out or default_report_dir(run_dirs)
     if arms:
-        _write_arms(run_dirs, out, arms)
+        _write_arms(run_dirs, out, arms, tuple(metric))
         return
     try:
         path = analyze(run_dirs, out, metrics=tuple(metric) or None, n_boot=bootstrap, seed=seed,
@@ -77,14 +78,14 @@ def analyze_command(
     typer.echo(f"report: {path / 'report.html'}  ({path / 'report.md'}, {path / 'fits.json'})")
 
 
-def _write_arms(run_dirs: list[str], out: str, baseline: str) -> None:
-    from zerotir.analysis.arms import write_arms
+def _write_arms(run_dirs: list[str], out: str, baseline: str, metrics: tuple[str, ...]) -> None:
+    from zerotir.analysis.arms import PLOT_METRICS, write_arms
     from zerotir.analysis.report import find_run_dirs
     from zerotir.analysis.runs import load_run
 
     try:
         runs = [load_run(d) for d in find_run_dirs(run_dirs)]
-        path = write_arms(runs, out, baseline)
+        path = write_arms(runs, out, baseline, metrics or PLOT_METRICS)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         fail(str(e))
         return
