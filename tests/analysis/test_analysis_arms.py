@@ -76,7 +76,7 @@ def _run(name: str, acc: list[float], flops_per_step: float = 10.0, secs_per_ste
 
 def test_arms_table_separates_a_real_difference_from_noise():
     runs = [_run(f"seed={i}", [0.0, 0.2 + d, 0.4 + d, 0.4 + d]) for i, d in enumerate([0.0, 0.02, -0.02])]
-    runs += [_run(f"filter=roc,seed={i}", [0.0, 0.5 + d, 0.8 + d, 0.8 + d], secs_per_step=3.0)
+    runs += [_run(f"filter=roc,seed={i}", [0.0, 0.5 + d, 0.8 + d, 0.8 + d], flops_per_step=20.0, secs_per_step=3.0)
              for i, d in enumerate([0.0, 0.01, -0.01])]
     runs += [_run(f"filter=void,seed={i}", [0.0, 0.2 + d, 0.4 + d, 0.4 + d]) for i, d in enumerate([0.05, -0.04, 0.0])]
     t = arms_table(runs)
@@ -88,6 +88,9 @@ def test_arms_table_separates_a_real_difference_from_noise():
     assert roc["vs_baseline"]["final_accuracy"]["diff"] == pytest.approx(0.8 - 0.4)
     assert void["vs_baseline"]["final_accuracy"]["verdict"] == "within noise"
     assert roc["seconds_per_step"]["mean"] == pytest.approx(3.0)
+    # common budget: every run ends at 120 FLOPs except roc's (2x per step: 240); roc read at 120 = its last eval
+    assert t["common_flops_budget"] == pytest.approx(120.0)
+    assert roc["seeds"][0]["accuracy_at_budget"] == pytest.approx(0.65)  # halfway between 0.5 (at 80) and 0.8 (at 160)
     # baseline seed 0: evals 0, .2, .4, .4 at FLOPs 0, 40, 80, 120 → target .2 reached at 40
     assert base["seeds"][0]["half_gain_flops"] == pytest.approx(40.0)
     md = render_markdown(t)

@@ -6,6 +6,8 @@ seed, from its metrics.jsonl:
   error of up to ±0.06, so a single point is too noisy to rank arms by);
 - compute to half the gain: the first x (compute/flops) at which held-out accuracy reaches R0 + (final − R0)/2,
   with R0 the step-0 eval, linearly interpolated between evals (`half_gain_x`); none when the gain is ≤ 0;
+- accuracy at the common budget: held-out accuracy interpolated at the smallest final compute/flops of all runs,
+  so an arm that samples more per step (roc's oversampling) is read where the others are, not after more compute;
 - final code ratio, tool-error share of executed code and response length, each the mean of the last two evals;
 - wall seconds per step: compute/seconds at the last step divided by the last step.
 
@@ -34,6 +36,7 @@ BASELINE = "baseline"
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("final_accuracy", "final held-out accuracy"),
+    ("accuracy_at_budget", "accuracy at the common FLOPs budget"),
     ("half_gain_flops", "FLOPs to half the gain"),
     ("code_ratio", "code ratio"),
     ("tool_error_share", "tool-error share of executed code"),
@@ -79,15 +82,24 @@ def _last_two(run: Run, metric: str) -> float | None:
     return float(np.mean([s[k] for k in steps]))
 
 
-def seed_stats(run: Run) -> dict[str, float | None]:
-    """One run's row of statistics (the keys of COLUMNS); None where the run does not log what a statistic needs."""
+def common_budget(runs: list[Run]) -> float | None:
+    """The smallest final compute/flops over the runs that log it (the budget every run has reached)."""
+    finals = [max(r.series[FLOPS].values()) for r in runs if r.series.get(FLOPS)]
+    return min(finals) if finals else None
+
+
+def seed_stats(run: Run, budget: float | None = None) -> dict[str, float | None]:
+    """One run's row of statistics (the keys of COLUMNS); None where the run does not log what a statistic needs.
+    `budget`: the compute/flops at which `accuracy_at_budget` is read (linear between evals)."""
     acc = run.series.get(ACC, {})
     flops = run.series.get(FLOPS, {})
     steps = sorted(k for k in acc if k in flops)
-    half = half_gain_x(np.array([flops[k] for k in steps]), np.array([acc[k] for k in steps])) if steps else None
+    xs, ys = np.array([flops[k] for k in steps]), np.array([acc[k] for k in steps])
+    half = half_gain_x(xs, ys) if steps else None
+    at_budget = float(np.interp(budget, xs, ys)) if steps and budget is not None and budget <= xs[-1] else None
     secs = run.series.get(SECONDS, {})
     last = max(secs) if secs else 0
-    return {"final_accuracy": _last_two(run, ACC), "half_gain_flops": half, "code_ratio": _last_two(run, CODE),
+    return {"final_accuracy": _last_two(run, ACC), "accuracy_at_budget": at_budget, "half_gain_flops": half, "code_ratio": _last_two(run, CODE),
             "tool_error_share": _last_two(run, TOOL_ERR), "response_tokens": _last_two(run, LENGTH),
             "seconds_per_step": secs[last] / last if last > 0 else None}
 
@@ -140,8 +152,9 @@ def group_arms(runs: list[Run]) -> list[Arm]:
     arms: dict[str, Arm] = {}
     for r in sorted(runs, key=lambda r: r.name):
         arms.setdefault(arm_name(r.name), Arm(arm_name(r.name), [])).runs.append(r)
+    budget = common_budget(runs)
     for a in arms.values():
-        a.per_seed = [seed_stats(r) for r in a.runs]
+        a.per_seed = [seed_stats(r, budget) for r in a.runs]
     return sorted(arms.values(), key=lambda a: (a.name != BASELINE, a.name))
 
 
@@ -164,7 +177,7 @@ def arms_table(runs: list[Run], baseline: str = BASELINE) -> dict:
                 sig = w["lo"] is not None and (w["lo"] > 0 or w["hi"] < 0)
                 row["vs_baseline"][key] = {**w, "verdict": "differs" if sig else "within noise"}
         out.append(row)
-    return {"baseline": baseline, "arms": out}
+    return {"baseline": baseline, "common_flops_budget": common_budget(runs), "arms": out}
 
 
 def _f(v: float | None) -> str:
@@ -175,7 +188,7 @@ def _f(v: float | None) -> str:
 
 def render_markdown(table: dict) -> str:
     """The arms table (mean [95% CI] per column) and the differences from the baseline (Δ [95% CI], verdict)."""
-    head = "| arm | seeds | " + " | ".join(t for _, t in COLUMNS) + " |"
+    head = f"Common budget: {_f(table.get('common_flops_budget'))} FLOPs.\n\n| arm | seeds | " + " | ".join(t for _, t in COLUMNS) + " |"
     lines = [head, "|---|---:|" + "---:|" * len(COLUMNS)]
     for a in table["arms"]:
         cells = []
