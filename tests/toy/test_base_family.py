@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,6 +41,8 @@ def test_names_and_aliases():
     assert canonical_size("toy") == "toy-0.8m" and canonical_size("toy-3m") == "toy-3m"
     with pytest.raises(ValueError, match="unknown toy base size 'toy-7m'.*toy-0.2m"):
         canonical_size("toy-7m")
+    assert canonical_size("toy-0.8m-varied") == "toy-0.8m-varied"  # a variant, outside the size family
+    assert base_spec("toy-0.8m-varied").corpus.wordings == "varied"
     s = base_spec("toy-3m")
     s.steps = 1                                               # a copy: the registry is not changed
     assert BASE_SIZES["toy-3m"].steps != 1
@@ -51,7 +53,7 @@ def test_shipped_copies_are_their_presets(name):
     d = cache.ASSETS / cache.SHIPPED[name]
     assert cache.is_built(d), f"{d} is not a complete build"
     built = json.loads((d / "build.json").read_text())
-    assert built["spec"] == json.loads(json.dumps(asdict(BASE_SIZES[name])))  # same settings, so reproducible
+    assert built["spec"] == json.loads(json.dumps(cache.spec_record(BASE_SIZES[name])))  # same settings: reproducible
     assert built["params"] == _params(BASE_SIZES[name])
     assert (d / "model.safetensors").stat().st_size < 4_000_000               # keep the package small
 

@@ -78,6 +78,41 @@ def test_ood_splits_are_outside_training_and_the_corpus():
         assert _run(p.meta["code"]) == p.answer
 
 
+def test_varied_curriculum_is_opt_in_and_keeps_the_held_out_phrasings_out():
+    import hashlib
+
+    from zerotir.toy.base import BASE_SIZES, BASE_VARIANTS
+    from zerotir.toy.cache import spec_hash
+    from zerotir.toy.tasks import WORDINGS
+
+    # opt-in: the default corpus and the cached bases' hashes are what they were before the option existed
+    # (update these pins only on purpose: a change orphans every cached base and the shipped one's provenance)
+    fixed = build_corpus(CorpusSpec(n_docs=2000))
+    assert hashlib.sha256("\n".join(fixed).encode()).hexdigest()[:10] == "829615d2cc"
+    assert spec_hash(BASE_SIZES["toy-3m"]) == "a83fc13459" and spec_hash(BASE_SIZES["toy-0.8m"]) == "36d2ac0360"
+    assert spec_hash(BASE_VARIANTS["toy-0.8m-varied"]) != spec_hash(BASE_SIZES["toy-0.8m"])
+    varied = build_corpus(CorpusSpec(n_docs=2000, wordings="varied"))
+    questions = [d.split("\nA: ")[0] for d in varied if d.startswith("Q: ")]
+    starts = {q.split()[1] for q in questions}
+    assert {"What", "Compute", "How", "Give", "Tell"} <= starts  # several phrasings...
+    for w in WORDINGS:  # ...but never a held-out one
+        words = [part for part in w.split("{e}") if part.strip(" .?=")]
+        assert not any(part in doc for part in words for doc in varied), w
+    # the same 2000 documents otherwise: snippets identical, Q/A answers identical (a 'lin' code solution restates
+    # its question, so those are compared from the code block on)
+    assert [d for d in varied if not d.startswith("Q: ")] == [d for d in fixed if not d.startswith("Q: ")]
+    tail = lambda d: d.split("\nA: ")[1].split("```python")[-1]  # noqa: E731
+    assert [tail(d) for d in varied if d.startswith("Q: ")] == [tail(d) for d in fixed if d.startswith("Q: ")]
+    with pytest.raises(ValueError, match="CorpusSpec.wordings"):
+        build_corpus(CorpusSpec(n_docs=1, wordings="mixed"))
+    # the RL split: train's problems and answers, reworded, none of them held out
+    train, tv = toy_problems("train")[:500], toy_problems("train-varied")[:500]
+    assert [p.answer for p in tv] == [p.answer for p in train]
+    assert sum(a.prompt != b.prompt for a, b in zip(tv, train)) > 300
+    ood = {p.prompt for p in toy_problems("ood-wording")}
+    assert not ood & {p.prompt for p in toy_problems("train-varied")}
+
+
 def test_gold_answers_verify_with_math_verify():
     from math_verify import parse, verify
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -74,7 +74,16 @@ BASE_SIZES: dict[str, BaseSpec] = {
     # est. <= 6.6 s/step (10.4x the 0.8M's FLOPs per token), <= 53 min.
     "toy-10m": BaseSpec(hidden=320, layers=8, heads=10, intermediate=864, steps=480, lr=1.5e-3, warmup=30),
 }
-"""The toy base family, name → spec. Every size reads the same corpus (CorpusSpec()) with the same tokenizer."""
+"""The toy base family, name → spec, by size. Every size reads the same corpus (CorpusSpec()) with the same
+tokenizer."""
+
+BASE_VARIANTS: dict[str, BaseSpec] = {
+    # toy-0.8m with the varied curriculum (CorpusSpec.wordings='varied'): same size, steps and corpus size, its Q/A
+    # questions in several phrasings; RL it on `toy:train-varied`. Built on first use (~10 min idle).
+    "toy-0.8m-varied": BaseSpec(hidden=128, layers=4, heads=4, intermediate=352, steps=900, lr=3e-3,
+                                corpus=CorpusSpec(wordings="varied")),
+}
+"""Bases outside the size family (another corpus at a family size), resolved by name like the sizes."""
 
 BASE_ALIASES = {"toy": "toy-0.8m"}
 """Short names: `model.path: toy` is the 0.8M base the demo uses."""
@@ -83,8 +92,8 @@ BASE_ALIASES = {"toy": "toy-0.8m"}
 def canonical_size(name: str) -> str:
     """'toy' → 'toy-0.8m'; a BASE_SIZES name → itself; anything else raises ValueError listing the sizes."""
     name = BASE_ALIASES.get(name, name)
-    if name not in BASE_SIZES:
-        raise ValueError(f"unknown toy base size '{name}' (known: {', '.join(['toy', *BASE_SIZES])})")
+    if name not in BASE_SIZES and name not in BASE_VARIANTS:
+        raise ValueError(f"unknown toy base size '{name}' (known: {', '.join(['toy', *BASE_SIZES, *BASE_VARIANTS])})")
     return name
 
 
@@ -92,7 +101,8 @@ def base_spec(name: str) -> BaseSpec:
     """The spec of a named size (a fresh copy: callers may replace fields)."""
     import copy
 
-    return copy.deepcopy(BASE_SIZES[canonical_size(name)])
+    name = canonical_size(name)
+    return copy.deepcopy(BASE_SIZES.get(name) or BASE_VARIANTS[name])
 
 
 def make_model(spec: BaseSpec, vocab_size: int, eos_id: int, pad_id: int):
@@ -160,7 +170,9 @@ RESUME_FILE = "resume.pt"
 
 
 def _spec_key(spec: BaseSpec) -> str:
-    return json.dumps(asdict(spec), sort_keys=True, default=str)
+    from zerotir.toy.cache import spec_record
+
+    return json.dumps(spec_record(spec), sort_keys=True, default=str)
 
 
 def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] = print, *, progress: bool = False,
@@ -254,7 +266,9 @@ def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] =
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
-    summary = {"name": name, "spec": asdict(spec), "params": n_params, "corpus": stats, "final_loss": ema,
+    from zerotir.toy.cache import spec_record
+
+    summary = {"name": name, "spec": spec_record(spec), "params": n_params, "corpus": stats, "final_loss": ema,
                "seconds": round(before + time.time() - t0, 1), "threads": spec.threads, "torch": torch.__version__,
                "loss_curve": losses, "resumed_at": start or None}
     resume.unlink(missing_ok=True)

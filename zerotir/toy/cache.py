@@ -41,9 +41,24 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "zerotir"
 
 
+HASH_OMITTED_AT_DEFAULT: dict[tuple[str, str], object] = {("corpus", "wordings"): "fixed"}
+"""Spec fields added after bases were cached: left out of the hash while at their default, so adding an option
+does not orphan every cached base (a spec that sets it gets a new hash)."""
+
+
+def spec_record(spec) -> dict:
+    """The spec's fields as a plain dict, minus HASH_OMITTED_AT_DEFAULT fields at their default: what the hash,
+    a build's resume key and build.json's 'spec' record."""
+    d = asdict(spec)
+    for (section, key), default in HASH_OMITTED_AT_DEFAULT.items():
+        if isinstance(d.get(section), dict) and d[section].get(key, default) == default:
+            d[section].pop(key, None)
+    return d
+
+
 def spec_hash(spec) -> str:
     """10 hex digits of sha256 over the spec's fields (sorted JSON): equal specs, equal hash."""
-    text = json.dumps(asdict(spec), sort_keys=True, default=str)
+    text = json.dumps(spec_record(spec), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from zerotir.rollout.format import CODE_CLOSE, CODE_OPEN, format_tool_output
 from zerotir.rollout.templates import TOY_TEMPLATE  # the one toy prompt: the corpus is pretrained on the rollout's
-from zerotir.toy.tasks import DEFAULT_MIX, GENERATORS, Task, _reserved_prompts
+from zerotir.toy.tasks import DEFAULT_MIX, GENERATORS, Task, _reserved_prompts, reworded
 
 
 @dataclass
@@ -41,6 +41,10 @@ class CorpusSpec:
     mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     """Task kinds (see zerotir.toy.tasks.DEFAULT_MIX)."""
     seed: int = 0
+    wordings: str = "fixed"
+    """'fixed': every Q/A question as the task asks it ('What is X?'); 'varied': each in one of
+    zerotir.toy.tasks.TRAIN_WORDINGS, so copying the numbers does not hang on one phrasing (the held-out
+    tasks.WORDINGS never appear either way)."""
 
 
 def plausible_wrong(answer: int, rng: random.Random) -> int:
@@ -91,7 +95,10 @@ def _draw(rng: random.Random, spec: CorpusSpec, levels: dict[int, float], reserv
 
 def build_corpus(spec: CorpusSpec) -> list[str]:
     """The documents (without EOS), in a seeded order."""
+    if spec.wordings not in ("fixed", "varied"):
+        raise ValueError(f"CorpusSpec.wordings: expected 'fixed' or 'varied', got {spec.wordings!r}")
     rng = random.Random(f"corpus-{spec.seed}")
+    words = random.Random(f"corpus-wordings-{spec.seed}")  # its own stream: 'fixed' draws exactly as before
     reserved = _reserved_prompts()
     docs = []
     for _ in range(spec.n_docs):
@@ -99,6 +106,8 @@ def build_corpus(spec: CorpusSpec) -> list[str]:
             docs.append(snippet(_draw(rng, spec, spec.snippet_levels, reserved)))
             continue
         t = _draw(rng, spec, spec.qa_levels, reserved)
+        if spec.wordings == "varied":
+            t = reworded(t, words, held_out=False)
         if rng.random() < spec.code_solution_share:
             docs.append(qa(t, code_solution(t)))
         else:

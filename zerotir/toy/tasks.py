@@ -6,6 +6,7 @@ it can only get right by writing code.
     toy_problems("easy") / toy_problems("hard")   # 256 fixed problems at level 0 / level 1
     toy_problems("rg-gcd")    # 256 problems from a reasoning-gym generator (longer prompts, for bigger models)
     toy_problems("ood-wording") / toy_problems("ood-size")   # 256 fixed problems outside the training distribution
+    toy_problems("train-varied")  # train's problems, each in one of TRAIN_WORDINGS (the opt-in varied curriculum)
 
 The two `ood-` splits ask whether RL taught the tool or one template. `ood-wording`: level-1 operands (as in
 training) under phrasings that neither RL training nor the pretraining corpus contains (`WORDINGS`: "Calculate X.",
@@ -169,15 +170,24 @@ LIN_WORDINGS: tuple[str, ...] = ("Find x if {eq}.", "{eq}. What is x?", "Which x
 BASE_WORDINGS: tuple[str, ...] = ("Convert binary {s} to decimal.", "Binary {s} is which decimal number?")
 
 
-def reworded(t: Task, rng: random.Random) -> Task:
-    """The same task (answer, expr, code) asked in a held-out phrasing."""
+TRAIN_WORDINGS: tuple[str, ...] = ("What is {e}?", "Compute {e}.", "How much is {e}?", "What does {e} equal?",
+                                   "Give {e}.", "Tell me {e}.")
+"""Phrasings of the opt-in varied curriculum (`train-varied`, CorpusSpec.wordings='varied'); disjoint from
+WORDINGS, which stay held out."""
+TRAIN_LIN_WORDINGS: tuple[str, ...] = ("Solve {eq} for x.", "If {eq}, what is x?", "Get x from {eq}.")
+TRAIN_BASE_WORDINGS: tuple[str, ...] = ("What is binary {s} in decimal?", "Read binary {s} as a decimal number.")
+
+
+def reworded(t: Task, rng: random.Random, held_out: bool = True) -> Task:
+    """The same task (answer, expr, code) asked in a held-out phrasing (WORDINGS …), or with `held_out=False` in one
+    of the varied curriculum's training phrasings (TRAIN_WORDINGS …, the original among them)."""
     if t.kind == "lin":
         eq = t.prompt[len("Solve "):-len(" for x.")]
-        prompt = rng.choice(LIN_WORDINGS).format(eq=eq)
+        prompt = rng.choice(LIN_WORDINGS if held_out else TRAIN_LIN_WORDINGS).format(eq=eq)
     elif t.kind == "base":
-        prompt = rng.choice(BASE_WORDINGS).format(s=t.expr[2:])
+        prompt = rng.choice(BASE_WORDINGS if held_out else TRAIN_BASE_WORDINGS).format(s=t.expr[2:])
     else:
-        prompt = rng.choice(WORDINGS).format(e=t.prompt[len("What is "):-1])
+        prompt = rng.choice(WORDINGS if held_out else TRAIN_WORDINGS).format(e=t.prompt[len("What is "):-1])
     return Task(t.kind, t.level, prompt, t.answer, t.expr, t.code)
 
 
@@ -236,14 +246,16 @@ def _rg_problems(name: str, n: int, seed: int) -> list[Problem]:
 def toy_problems(split: str, seed: int = 0) -> list[Problem]:
     """Problems of a toy split: 'train' (seeded by `seed`), 'heldout' / 'easy' / 'hard' (fixed, seed ignored),
     'rg-<reasoning-gym dataset>' (256 problems, seeded)."""
-    if split == "train":
+    if split in ("train", "train-varied"):
         reserved = _reserved_prompts()
         rng = random.Random(f"train-{seed}")
+        words = random.Random(f"train-varied-{seed}")
         out = []
         while len(out) < SPLIT_SIZES["train"]:
             t = sample_task(rng)
-            if t.prompt not in reserved:
-                out.append(_to_problem(t, split, len(out)))
+            if t.prompt not in reserved:  # the same problems as 'train'; 'train-varied' rewords them
+                out.append(_to_problem(reworded(t, words, held_out=False) if split == "train-varied" else t,
+                                       split, len(out)))
         return out
     if split == "ood-size":
         longest, rng, out = level1_prompt_len(), random.Random(f"{HELDOUT_SEED}-size"), []
@@ -261,7 +273,7 @@ def toy_problems(split: str, seed: int = 0) -> list[Problem]:
         return [_to_problem(reworded(t, rng), split, i) for i, t in enumerate(tasks)]
     if split.startswith("rg-"):
         return _rg_problems(split[3:], 256, seed)
-    raise ValueError(f"unknown toy split '{split}' (train, heldout, easy, hard, ood-wording, ood-size, "
+    raise ValueError(f"unknown toy split '{split}' (train, train-varied, heldout, easy, hard, ood-wording, ood-size, "
                      "rg-<reasoning-gym dataset>)")
 
 
