@@ -85,3 +85,23 @@ def test_start_end_table_and_plot(tmp_path):
     assert p.stat().st_size > 10_000
     with pytest.raises(ValueError, match="no held-out eval rows"):
         start_end([ROWS[1]])
+
+
+def test_demo_cli_prints_the_generalization_table(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import zerotir.toy.demo as demo
+    from zerotir.cli import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": 0, "eval/accuracy": 0.04, "eval/code_ratio": 0.02},
+            {"step": 25, "eval/accuracy": 0.6, "eval/code_ratio": 0.85, "eval/tool_error_rate": 0.023}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "generalization.json").write_text(json.dumps({
+        "toy:ood-wording": {"eval/accuracy": 0.012, "eval/code_ratio": 0.8, "eval/tool_error_rate": 0.098}}))
+    monkeypatch.setattr(demo, "run_demo", lambda cfg, run_dir: run)  # the CLI's printing, not training, is tested
+    res = CliRunner().invoke(app, ["demo", "--steps", "1"])
+    assert res.exit_code == 0, res.output
+    assert "| held-out (training distribution) | 0.600 | 0.850 | 0.023 |" in res.output
+    assert "| toy:ood-wording | 0.012 | 0.800 | 0.098 |" in res.output

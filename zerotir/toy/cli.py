@@ -138,5 +138,13 @@ def demo_command(
         fail(str(e))
         return
     typer.echo("")
-    typer.echo(table_markdown(start_end(read_metrics(run / "metrics.jsonl"))))
+    rows = read_metrics(run / "metrics.jsonl")
+    typer.echo(table_markdown(start_end(rows)))
+    if (run / "generalization.json").is_file():  # the final policy beyond the training distribution
+        import json
+
+        from zerotir.toy.demo import eval_rows, generalization_markdown
+
+        gen = json.loads((run / "generalization.json").read_text())
+        typer.echo("\n" + generalization_markdown(eval_rows(rows)[-1], gen))
     typer.echo(f"\nrun dir {run} ({time.time() - t0:.0f}s): report.md, plots/curves.png, transcripts/")
