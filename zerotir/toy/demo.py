@@ -79,6 +79,12 @@ def evaluate_model(model_path: str | Path, cfg: Config, problems: list, *, max_t
                    seed: int | None = None):
     """`zerotir.eval.core.evaluate` on one model directory with a real sandbox and the training reward, at the
     eval settings of `cfg` (samples, temperature, tool budget unless `max_tool_calls` is given). → EvalReport."""
+    return evaluate_sets(model_path, cfg, {"": problems}, max_tool_calls=max_tool_calls, seed=seed)[""]
+
+
+def evaluate_sets(model_path: str | Path, cfg: Config, sets: dict[str, list], *, max_tool_calls: int | None = None,
+                  seed: int | None = None) -> dict:
+    """evaluate_model over several problem sets with one model load, sandbox and scorer → {name: EvalReport}."""
     from zerotir.eval.core import eval_rollout_config, evaluate
     from zerotir.models import load_model_and_tokenizer, pick_device
     from zerotir.reward import RewardScorer
@@ -92,8 +98,8 @@ def evaluate_model(model_path: str | Path, cfg: Config, problems: list, *, max_t
     engine = HFEngine(model, tok, max_batch=cfg.rollout.batch_size, device=device, seed=seed)
     with make_sandbox(cfg.sandbox) as sandbox, RewardScorer(cfg.reward) as scorer:
         rcfg = replace(eval_rollout_config(cfg.rollout, cfg.eval), max_tool_calls=budget)
-        return evaluate(problems, engine, sandbox, scorer, rollout_cfg=rcfg, samples=cfg.eval.samples,
-                        max_tool_calls=budget, seed=seed)
+        return {name: evaluate(problems, engine, sandbox, scorer, rollout_cfg=rcfg, samples=cfg.eval.samples,
+                               max_tool_calls=budget, seed=seed) for name, problems in sets.items()}
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -105,11 +111,9 @@ def eval_generalization(run: Path, cfg: Config) -> dict[str, dict[str, float]]:
     from zerotir.data import load_problems
     from zerotir.train.checkpoint import latest_checkpoint
 
-    policy = latest_checkpoint(run) / "policy"
-    out = {}
-    for src in OOD_SPLITS:
-        problems = load_problems(src, limit=cfg.data.eval_limit, seed=cfg.train.seed).problems
-        out[src] = {**evaluate_model(policy, cfg, problems).metric_row("eval/"), "eval/problems": len(problems)}
+    sets = {src: load_problems(src, limit=cfg.data.eval_limit, seed=cfg.train.seed).problems for src in OOD_SPLITS}
+    reports = evaluate_sets(latest_checkpoint(run) / "policy", cfg, sets)
+    out = {src: {**reports[src].metric_row("eval/"), "eval/problems": len(sets[src])} for src in OOD_SPLITS}
     (run / "generalization.json").write_text(json.dumps(out, indent=1))
     return out
 
