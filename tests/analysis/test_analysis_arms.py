@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from zerotir.analysis.arms import arm_name, arms_table, half_gain_x, mean_ci, render_markdown, welch_diff
-from zerotir.analysis.runs import Run, load_run
+from zerotir.analysis.arms import arm_name, arms_table, half_gain_x, render_markdown, welch_diff
+from zerotir.analysis.report import mean_ci
+from zerotir.analysis.runs import Run
 from zerotir.cli import app
 
 
@@ -62,8 +63,9 @@ def test_mean_ci_and_welch_against_hand_values():
     assert w["diff"] == 2.0
     assert w["hi"] - 2.0 == pytest.approx(stats.t.ppf(0.975, df) * se)
     assert w["p"] == pytest.approx(stats.ttest_ind([2.0, 4.0, 6.0], [1.0, 2.0, 3.0], equal_var=False).pvalue)
+    # no spread on either side: the difference is exact (interval = point); no p-value is given
     assert welch_diff([0.5, 0.5], [0.7, 0.7]) == {"diff": pytest.approx(0.2), "lo": pytest.approx(0.2),
-                                                   "hi": pytest.approx(0.2), "p": 0.0}
+                                                   "hi": pytest.approx(0.2), "p": None}
 
 
 def _run(name: str, acc: list[float], flops_per_step: float = 10.0, secs_per_step: float = 2.0) -> Run:
@@ -115,4 +117,3 @@ def test_analyze_arms_cli_on_run_dirs(tmp_path):
     assert (tmp_path / "out" / "arms_eval_accuracy.png").stat().st_size > 1000
     bad = CliRunner().invoke(app, ["analyze", str(tmp_path / "runs"), "--arms", "nope", "-o", str(tmp_path / "o2")])
     assert bad.exit_code != 0 and "baseline arm 'nope'" in bad.output
-    assert load_run(tmp_path / "runs" / "seed=0").series["eval/accuracy"]

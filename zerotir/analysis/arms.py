@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zerotir.analysis.report import mean_ci, welch
 from zerotir.analysis.runs import Group, Run
 
 ACC, CODE, TOOL_ERR, LENGTH = "eval/accuracy", "eval/code_ratio", "eval/tool_error_rate", "eval/response_tokens"
@@ -99,42 +100,27 @@ def seed_stats(run: Run, budget: float | None = None) -> dict[str, float | None]
     at_budget = float(np.interp(budget, xs, ys)) if steps and budget is not None and budget <= xs[-1] else None
     secs = run.series.get(SECONDS, {})
     last = max(secs) if secs else 0
-    return {"final_accuracy": _last_two(run, ACC), "accuracy_at_budget": at_budget, "half_gain_flops": half, "code_ratio": _last_two(run, CODE),
-            "tool_error_share": _last_two(run, TOOL_ERR), "response_tokens": _last_two(run, LENGTH),
-            "seconds_per_step": secs[last] / last if last > 0 else None}
-
-
-def mean_ci(values: list[float], level: float = 0.95) -> tuple[float | None, float | None, float | None]:
-    """(mean, lo, hi): a t-interval over seeds; lo/hi None below 2 values."""
-    from scipy import stats
-
-    if not values:
-        return None, None, None
-    m = float(np.mean(values))
-    if len(values) < 2:
-        return m, None, None
-    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
-    return m, m - half, m + half
+    return {"final_accuracy": _last_two(run, ACC), "accuracy_at_budget": at_budget, "half_gain_flops": half,
+            "code_ratio": _last_two(run, CODE), "tool_error_share": _last_two(run, TOOL_ERR),
+            "response_tokens": _last_two(run, LENGTH), "seconds_per_step": secs[last] / last if last > 0 else None}
 
 
 def welch_diff(base: list[float], arm: list[float], level: float = 0.95) -> dict:
-    """Difference of means arm − base with a Welch–Satterthwaite interval and p-value (None without 2 values a side,
-    or when both sides have no spread: then the difference is exact and its interval is the point)."""
+    """report.welch (difference of means arm − base, Welch p-value) plus its Welch–Satterthwaite interval; lo/hi
+    None without 2 values a side, the point itself when neither side has any spread."""
     from scipy import stats
 
-    if not base or not arm:
-        return {"diff": None, "lo": None, "hi": None, "p": None}
-    d = float(np.mean(arm) - np.mean(base))
-    if len(base) < 2 or len(arm) < 2:
-        return {"diff": d, "lo": None, "hi": None, "p": None}
+    w = welch(base, arm)
+    d = w["diff"]
+    if d is None or len(base) < 2 or len(arm) < 2:
+        return {**w, "lo": None, "hi": None}
     va, vb = np.var(base, ddof=1) / len(base), np.var(arm, ddof=1) / len(arm)
     se = math.sqrt(va + vb)
     if se == 0:
-        return {"diff": d, "lo": d, "hi": d, "p": None if d == 0 else 0.0}
+        return {**w, "lo": d, "hi": d}
     df = (va + vb) ** 2 / ((va ** 2 / (len(base) - 1) if va else 0) + (vb ** 2 / (len(arm) - 1) if vb else 0))
-    t = stats.t.ppf(0.5 + level / 2, df)
-    p = float(2 * stats.t.sf(abs(d) / se, df))
-    return {"diff": d, "lo": d - t * se, "hi": d + t * se, "p": p}
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    return {**w, "lo": d - half, "hi": d + half}
 
 
 @dataclass
@@ -158,10 +144,11 @@ def group_arms(runs: list[Run]) -> list[Arm]:
     return sorted(arms.values(), key=lambda a: (a.name != BASELINE, a.name))
 
 
-def arms_table(runs: list[Run], baseline: str = BASELINE) -> dict:
-    """{'baseline', 'arms': [{'name', 'n', 'seeds': [...], '<stat>': {'mean','lo','hi'}, 'vs_baseline': {'<stat>':
-    welch_diff + 'verdict'}}]}; raises ValueError naming the arms when `baseline` is not one of them."""
-    arms = group_arms(runs)
+def arms_table(runs: list[Run], baseline: str = BASELINE, arms: list[Arm] | None = None) -> dict:
+    """{'baseline', 'common_flops_budget', 'arms': [{'name', 'n', 'seeds': [...], '<stat>': {'mean','lo','hi'},
+    'vs_baseline': {'<stat>': welch_diff + 'verdict'}}]} (`arms`: group_arms(runs) when already computed); raises
+    ValueError naming the arms when `baseline` is not one of them."""
+    arms = arms if arms is not None else group_arms(runs)
     names = [a.name for a in arms]
     if baseline not in names:
         raise ValueError(f"baseline arm {baseline!r} not among the arms: {', '.join(names) or 'none'}")
@@ -188,8 +175,8 @@ def _f(v: float | None) -> str:
 
 def render_markdown(table: dict) -> str:
     """The arms table (mean [95% CI] per column) and the differences from the baseline (Δ [95% CI], verdict)."""
-    head = f"Common budget: {_f(table.get('common_flops_budget'))} FLOPs.\n\n| arm | seeds | " + " | ".join(t for _, t in COLUMNS) + " |"
-    lines = [head, "|---|---:|" + "---:|" * len(COLUMNS)]
+    lines = [f"Common budget: {_f(table.get('common_flops_budget'))} FLOPs.", "",
+             "| arm | seeds | " + " | ".join(t for _, t in COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS)]
     for a in table["arms"]:
         cells = []
         for key, _ in COLUMNS:
@@ -229,10 +216,11 @@ def write_arms(runs: list[Run], out_dir: str | Path, baseline: str = BASELINE,
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = arms_table(runs, baseline)
+    arms = group_arms(runs)
+    table = arms_table(runs, baseline, arms)
     (out / "arms.json").write_text(json.dumps(table, indent=1))
     md = [f"# Arms vs `{baseline}`", "", render_markdown(table)]
-    groups = [Group(label=a.name, runs=a.runs) for a in group_arms(runs)]
+    groups = [Group(label=a.name, runs=a.runs) for a in arms]
     for metric in plot_metrics:
         name = metric.replace("/", "_")
         plot_compare(groups, metric, out / f"arms_{name}.png", xlabel="step")

@@ -104,18 +104,24 @@ def welch(a: list[float], b: list[float]) -> dict:
     return {"diff": d, "p": p if math.isfinite(p) and not unreliable else None}
 
 
-def final_value(group: Group, metric: str, upto: float | None = None) -> dict:
-    """Across-seed mean and 95% CI of each seed's last-10%-of-steps average up to step `upto`."""
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """(mean, lo, hi) over seeds with a t-interval; lo/hi None below 2 values, all None for none."""
     from scipy import stats
 
+    if not values:
+        return None, None, None
+    m = float(np.mean(values))
+    if len(values) < 2:
+        return m, None, None
+    half = float(stats.t.ppf(0.5 + level / 2, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
+    return m, m - half, m + half
+
+
+def final_value(group: Group, metric: str, upto: float | None = None) -> dict:
+    """Across-seed mean and 95% CI of each seed's last-10%-of-steps average up to step `upto`."""
     per = final_per_seed(group, metric, upto)
-    if not per:
-        return {"n": 0, "mean": None, "lo": None, "hi": None}
-    m = float(np.mean(per))
-    if len(per) < 2:
-        return {"n": 1, "mean": m, "lo": None, "hi": None}
-    half = float(stats.t.ppf(0.975, len(per) - 1) * np.std(per, ddof=1) / math.sqrt(len(per)))
-    return {"n": len(per), "mean": m, "lo": m - half, "hi": m + half}
+    m, lo, hi = mean_ci(per)
+    return {"n": len(per), "mean": m, "lo": lo, "hi": hi}
 
 
 def per_seed_fits(group: Group, metric: str, sf: SeriesFit) -> dict[str, dict[str, float] | None]:
