@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from zerotir.toy.cache import spec_record
 from zerotir.toy.corpus import CorpusSpec, build_corpus, corpus_stats
 
 if TYPE_CHECKING:  # torch loads inside the functions: importing this module stays cheap
@@ -93,7 +94,8 @@ def canonical_size(name: str) -> str:
     """'toy' → 'toy-0.8m'; a BASE_SIZES name → itself; anything else raises ValueError listing the sizes."""
     name = BASE_ALIASES.get(name, name)
     if name not in BASE_SIZES and name not in BASE_VARIANTS:
-        raise ValueError(f"unknown toy base size '{name}' (known: {', '.join(['toy', *BASE_SIZES, *BASE_VARIANTS])})")
+        known = ", ".join(["toy", *BASE_SIZES, *BASE_VARIANTS])
+        raise ValueError(f"unknown toy base size '{name}' (known: {known})")
     return name
 
 
@@ -170,8 +172,6 @@ RESUME_FILE = "resume.pt"
 
 
 def _spec_key(spec: BaseSpec) -> str:
-    from zerotir.toy.cache import spec_record
-
     return json.dumps(spec_record(spec), sort_keys=True, default=str)
 
 
@@ -266,8 +266,6 @@ def build_base(spec: BaseSpec, out_dir: str | Path, log: Callable[[str], None] =
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))
-    from zerotir.toy.cache import spec_record
-
     summary = {"name": name, "spec": spec_record(spec), "params": n_params, "corpus": stats, "final_loss": ema,
                "seconds": round(before + time.time() - t0, 1), "threads": spec.threads, "torch": torch.__version__,
                "loss_curve": losses, "resumed_at": start or None}

@@ -230,8 +230,8 @@ def generalization_markdown(end: dict[str, float], gen: dict[str, dict[str, floa
     lines = ["| problems | accuracy | code ratio | tool errors (share of executed code) |", "|---|---:|---:|---:|"]
     rows = [("held-out (training distribution)", end)] + [(name, gen[name]) for name in gen]
     for name, r in rows:
-        lines.append(f"| {name} | {r.get('eval/accuracy', float('nan')):.3f} | "
-                     f"{r.get('eval/code_ratio', float('nan')):.3f} | {r.get('eval/tool_error_rate', float('nan')):.3f} |")
+        cells = [f"{r.get(m, float('nan')):.3f}" for m in ("eval/accuracy", "eval/code_ratio", "eval/tool_error_rate")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -244,8 +244,8 @@ def _rg_problems(name: str, n: int, seed: int) -> list[Problem]:
 
 
 def toy_problems(split: str, seed: int = 0) -> list[Problem]:
-    """Problems of a toy split: 'train' (seeded by `seed`), 'heldout' / 'easy' / 'hard' (fixed, seed ignored),
-    'rg-<reasoning-gym dataset>' (256 problems, seeded)."""
+    """Problems of a toy split: 'train' / 'train-varied' (seeded by `seed`), 'heldout' / 'easy' / 'hard' /
+    'ood-wording' / 'ood-size' (fixed, seed ignored), 'rg-<reasoning-gym dataset>' (256 problems, seeded)."""
     if split in ("train", "train-varied"):
         reserved = _reserved_prompts()
         rng = random.Random(f"train-{seed}")
