@@ -5,6 +5,7 @@ import csv
 import pytest
 
 from zerotir.eval.core import combine, summarize
+from zerotir.eval.metrics import FAILURE_KINDS, failure_kind, failure_shares
 from zerotir.eval.report import ResultRow, markdown_table, write_csv
 from zerotir.telemetry import EVAL_METRICS, MetricsWriter, read_metrics
 from zerotir.types import Problem
@@ -49,6 +50,33 @@ def test_summarize_fixed_records(make_traj):
     assert m["truncation_rate"] == pytest.approx(1 / 8)
     assert rep.extra["answer_rate"] == pytest.approx(6 / 8)
     assert [t.sample_index for t in rep.trajectories[:4]] == [0, 1, 2, 3]
+
+
+def test_failure_kinds_fixed_records(make_traj):
+    problems, trajs = fixed_samples(make_traj)
+    # p1: correct, correct, error call (tool_error), no answer; p2: text 4, text 4 (text_wrong), correct, truncated
+    assert [failure_kind(t) for t in trajs] == ["correct", "correct", "tool_error", "no_answer",
+                                                "text_wrong", "text_wrong", "correct", "no_answer"]
+    assert summarize(problems, trajs, samples=4).failures == {
+        "correct": 3 / 8, "tool_error": 1 / 8, "no_answer": 2 / 8, "text_wrong": 2 / 8, "answer_not_output": 0.0,
+        "wrong_code": 0.0}
+
+
+def test_failure_kinds_compare_the_answer_with_the_last_printed_line(make_traj):
+    def ran(output, answer, statuses=("ok",)):
+        t = make_traj(tool_blocks=(2,) * len(statuses), statuses=statuses, answer=answer)
+        t.tool_calls[-1].output = output
+        return failure_kind(t)
+
+    assert ran("1", "1") == "wrong_code"                     # answer = what it printed, and wrong
+    assert ran("1", "2") == "answer_not_output"              # a copying slip
+    assert ran("steps\n 42 \n\n", "$42$.") == "wrong_code"   # last non-empty line, normalised both sides
+    assert ran("", "2") == "answer_not_output"               # printed nothing
+    assert ran("42", "42", statuses=("error", "ok")) == "wrong_code"   # judged by the last call
+    assert ran("Traceback", "42", statuses=("ok", "timeout")) == "tool_error"
+    assert ran("Traceback", None, statuses=("error",)) == "tool_error"     # the call failed, then no answer
+    assert ran("42", None) == "no_answer"
+    assert failure_shares([]) == dict.fromkeys(FAILURE_KINDS, 0.0)
 
 
 def test_summarize_refuses_incomplete(make_traj):
@@ -96,6 +124,9 @@ def test_markdown_table_fixed_records(make_traj):
     assert "| 2 | pass@4 | 100.0 | 100.0 |" in md
     assert "| 2 | maj@4 | 50.0 | 100.0 |" in md
     assert "| 2 | AIME24 | 1 | 4 | 100.0 | 100.0 | 1.00 | 0.0 | 100.0 | 4.0 | 1.0 | 0.0 |" in md
+    # failures: MATH500 at budget 2 as in test_failure_kinds_fixed_records; the hand-made budget-0 row has none
+    assert "| 2 | MATH500 | 37.5 | 12.5 | 25.0 | 25.0 | 0.0 | 0.0 |" in md
+    assert "| 2 | AIME24 | 100.0 | 0.0 | 0.0 | 0.0 | 0.0 | 0.0 |" in md and "| 0 | MATH500 | 37.5" not in md
     assert combine({"a": rep, "b": rep2})["accuracy"] == pytest.approx(0.6875)
 
 

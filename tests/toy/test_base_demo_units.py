@@ -105,3 +105,13 @@ def test_demo_cli_prints_the_generalization_table(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "| held-out (training distribution) | 0.600 | 0.850 | 0.023 |" in res.output
     assert "| toy:ood-wording | 0.012 | 0.800 | 0.098 |" in res.output
+    # a generalization.json with the held-out split and failure kinds: that row replaces the last eval row
+    fails = {"correct": 0.5, "tool_error": 0.0, "no_answer": 0.0, "text_wrong": 0.25, "answer_not_output": 0.125,
+             "wrong_code": 0.125}
+    (run / "generalization.json").write_text(json.dumps({
+        "toy:heldout": {"eval/accuracy": 0.5, "eval/code_ratio": 0.75, "eval/tool_error_rate": 0.0, "failures": fails},
+        "toy:ood-wording": {"eval/accuracy": 0.012, "eval/code_ratio": 0.8, "eval/tool_error_rate": 0.098}}))
+    res = CliRunner().invoke(app, ["demo", "--steps", "1"])
+    assert "held-out (training distribution) | 0.600" not in res.output
+    assert "| toy:heldout (training distribution) | 0.500 | 0.750 | 0.000 |" in res.output
+    assert "| toy:heldout (training distribution) | 0.500 | 0.000 | 0.000 | 0.250 | 0.125 | 0.125 |" in res.output

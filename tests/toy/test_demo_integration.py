@@ -31,9 +31,13 @@ def test_demo_few_steps(tmp_path):
     assert summary["steps"] == 2
     # the final policy is also evaluated beyond the training distribution (8 problems each: data.eval_limit)
     gen = json.loads((run / "generalization.json").read_text())
-    assert set(gen) == {"toy:ood-wording", "toy:ood-size"} and set(summary["generalization"]) == set(gen)
+    assert list(gen) == ["toy:heldout", "toy:ood-wording", "toy:ood-size"] and set(summary["generalization"]) == set(gen)
     assert all(0 <= g["eval/accuracy"] <= 1 and g["eval/problems"] == 8 for g in gen.values())
+    # why answers were wrong: the kinds partition the responses, and "correct" is the accuracy (1 sample each)
+    assert all(sum(g["failures"].values()) == pytest.approx(1) for g in gen.values())
+    assert all(g["failures"]["correct"] == pytest.approx(g["eval/accuracy"]) for g in gen.values())
     assert "## Beyond the training distribution" in report and "| toy:ood-wording |" in report
+    assert "| toy:heldout (training distribution) |" in report and "| problems | correct | tool_error | no_answer |" in report
     base = load_file(str(TOY_BASE_DIR / "model.safetensors"))
     after = load_file(str(latest_checkpoint(run) / "policy" / "model.safetensors"))
     assert any(not torch.equal(base[k], after[k]) for k in base)

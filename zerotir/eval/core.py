@@ -67,6 +67,8 @@ class EvalReport:
     """Wall time spent generating + scoring in this call (reused samples cost nothing)."""
     extra: dict[str, float] = field(default_factory=dict)
     """Counts outside the metric vocabulary: problems, trajectories, sandbox_errors, answer_rate, reused."""
+    failures: dict[str, float] = field(default_factory=dict)
+    """Share of responses per metrics.FAILURE_KINDS entry (why answers were wrong); sums to 1."""
 
     def metric_row(self, prefix: str = "eval/") -> dict[str, float]:
         """Metrics as a metrics.jsonl row: prefix 'eval/' → eval/accuracy, ...; 'eval/math500/' → per benchmark,
@@ -114,7 +116,7 @@ def summarize(problems: Sequence[Problem], trajectories: Sequence[Trajectory], s
              "sandbox_errors": float(sum(t.sandbox_error for t in trajs)),
              "answer_rate": float(sum(t.answer is not None for t in trajs) / len(trajs)) if trajs else 0.0}
     return EvalReport(metrics=metrics, pass_at=pass_at, records=records, trajectories=list(trajs),
-                      samples=samples, extra=extra)
+                      samples=samples, extra=extra, failures=M.failure_shares(trajs))
 
 
 def chunk_problems(problems: Sequence[Problem], samples: int, batch_size: int) -> list[list[Problem]]:

@@ -15,14 +15,35 @@ verified correct by the reward (all samples of a group normally agree, since the
 
 Tool statistics (code ratio, error rates, tokens) come from `zerotir.metrics.trajectory_metrics`, the function the
 training rows use too.
+
+Why a response is wrong (`failure_kind`, `failure_shares`): every response falls in exactly one of FAILURE_KINDS,
+judged from the response alone, the first that applies in this order:
+
+    correct            the reward verified the answer
+    tool_error         the last executed call did not finish 'ok' (error, timeout, oom, sandbox failure), whether
+                       or not an answer followed
+    no_answer          no extracted final answer (truncated, or never boxed)
+    text_wrong         a wrong answer and no executed code
+    answer_not_output  the answer is not what the last call printed (a copying slip, or reasoning after the code)
+    wrong_code         the answer is what the last call printed, and that is wrong (the program computed the wrong
+                       thing: wrong operands, wrong operation)
+
+What this does not cover: `answer_not_output` compares normalised strings (`normalize_answer`) with the last
+non-empty line of the output, so an answer that rewrites a right output in another form (0.5 → \frac{1}{2}) and is
+then judged wrong lands there, not in `wrong_code`; a response whose code is right but whose *first* call failed and
+whose last succeeded is judged by the last call only.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from zerotir.types import Trajectory
 
 
 # ------------------------------------------------------------------------------------------ accuracy estimators
@@ -130,3 +151,35 @@ def maj_at_k(answers: Sequence[Sequence[str | None]], correct: Sequence[Sequence
     if len(answers) == 0:
         return 0.0
     return float(np.mean([majority_vote(a, c)[1] for a, c in zip(answers, correct)]))
+
+
+# ------------------------------------------------------------------------------------------------ failure kinds
+
+FAILURE_KINDS: tuple[str, ...] = ("correct", "tool_error", "no_answer", "text_wrong", "answer_not_output",
+                                  "wrong_code")
+"""Every response is exactly one of these (module docstring); their shares sum to 1."""
+
+
+def failure_kind(t: "Trajectory") -> str:
+    """The one FAILURE_KINDS entry that says why `t` (a scored trajectory) is right or wrong."""
+    if t.correct:
+        return "correct"
+    executed = [c for c in t.tool_calls if c.executed]
+    if executed and executed[-1].status != "ok":
+        return "tool_error"
+    if t.answer is None:
+        return "no_answer"
+    if not executed:
+        return "text_wrong"
+    last = executed[-1]
+    lines = [ln for ln in last.output.splitlines() if ln.strip()]
+    printed = normalize_answer(lines[-1]) if lines else None
+    return "wrong_code" if printed is not None and printed == normalize_answer(t.answer) else "answer_not_output"
+
+
+def failure_shares(trajs: Sequence["Trajectory"]) -> dict[str, float]:
+    """{kind: share of `trajs`} over every FAILURE_KINDS entry (all 0.0 for no trajectories)."""
+    counts = dict.fromkeys(FAILURE_KINDS, 0)
+    for t in trajs:
+        counts[failure_kind(t)] += 1
+    return {k: (v / len(trajs) if trajs else 0.0) for k, v in counts.items()}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from zerotir.eval.metrics import FAILURE_KINDS
 from zerotir.telemetry import EVAL_METRICS
 
 
@@ -26,17 +27,20 @@ class ResultRow:
     """telemetry.EVAL_METRICS names (pass@k / maj@k at k = samples)."""
     pass_at: dict[int, float] = field(default_factory=dict)
     extra: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, float] = field(default_factory=dict)
+    """Share of responses per eval.metrics.FAILURE_KINDS entry (empty when not computed)."""
 
     @classmethod
     def from_report(cls, report, *, benchmark: str, title: str, max_tool_calls: int) -> "ResultRow":
         return cls(max_tool_calls=max_tool_calls, benchmark=benchmark, title=title or benchmark,
                    samples=report.samples, problems=len(report.records), metrics=dict(report.metrics),
-                   pass_at=dict(report.pass_at), extra=dict(report.extra))
+                   pass_at=dict(report.pass_at), extra=dict(report.extra), failures=dict(report.failures))
 
     def to_dict(self) -> dict:
         return {"max_tool_calls": self.max_tool_calls, "benchmark": self.benchmark, "title": self.title,
                 "samples": self.samples, "problems": self.problems, "metrics": self.metrics,
-                "pass_at": {str(k): v for k, v in self.pass_at.items()}, "extra": self.extra}
+                "pass_at": {str(k): v for k, v in self.pass_at.items()}, "extra": self.extra,
+                "failures": self.failures}
 
 
 def _pct(x: float) -> str:
@@ -108,18 +112,39 @@ def markdown_table(rows: Sequence[ResultRow], *, title: str = "", note: str = ""
                 str(b), t, str(r.problems), str(r.samples), _pct(m["accuracy"]), _pct(m["code_ratio"]),
                 f"{m['tool_calls_per_response']:.2f}", _pct(m["tool_error_rate"]), _pct(m["tool_timeout_rate"]),
                 f"{m['response_tokens']:.1f}", f"{m['tool_tokens']:.1f}", _pct(m["truncation_rate"])]) + " |")
+    lines += failure_table([r for b in budgets for name, _ in benches if (r := cell.get((b, name)))])
     return "\n".join(lines) + "\n"
+
+
+def failure_table(rows: Sequence[ResultRow]) -> list[str]:
+    """Markdown lines: per (budget, benchmark), the share of responses of each failure kind (eval.metrics); none
+    when no row has them."""
+    rows = [r for r in rows if r.failures]
+    if not rows:
+        return []
+    lines = ["", "### Why answers were wrong (% of responses)", "",
+             "tool_error: the last call failed; no_answer: no final answer; text_wrong: wrong, no code run; "
+             "answer_not_output: the answer is not what the last call printed; wrong_code: it is, and that is wrong.",
+             ""]
+    head = ["Eval Env. Iter.", "benchmark", *FAILURE_KINDS]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---", "---"] + ["---:"] * len(FAILURE_KINDS)) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join([str(r.max_tool_calls), r.title, *(_pct(r.failures[k]) for k in FAILURE_KINDS)])
+                     + " |")
+    return lines
 
 
 def csv_rows(rows: Sequence[ResultRow]) -> tuple[list[str], list[dict]]:
     """Header and dict rows: one per (budget, benchmark) plus an 'avg' row per budget. Raw fractions, not %."""
     ks = sorted({k for r in rows for k in r.pass_at})
-    header = ["max_tool_calls", "benchmark", "problems", "samples", *EVAL_METRICS, *[f"pass@{k}" for k in ks]]
+    fails = [f"failure_{k}" for k in FAILURE_KINDS] if any(r.failures for r in rows) else []
+    header = ["max_tool_calls", "benchmark", "problems", "samples", *EVAL_METRICS, *[f"pass@{k}" for k in ks], *fails]
     out = []
     for r in rows:
         d = {"max_tool_calls": r.max_tool_calls, "benchmark": r.benchmark, "problems": r.problems,
              "samples": r.samples, **{k: r.metrics[k] for k in EVAL_METRICS}}
         d.update({f"pass@{k}": v for k, v in r.pass_at.items()})
+        d.update({f"failure_{k}": v for k, v in r.failures.items()})
         out.append(d)
     for b in sorted({r.max_tool_calls for r in rows}):
         avg = averages(rows, b)

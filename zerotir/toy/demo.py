@@ -105,15 +105,19 @@ def evaluate_sets(model_path: str | Path, cfg: Config, sets: dict[str, list], *,
 # ----------------------------------------------------------------------------------------------- running
 
 
-def eval_generalization(run: Path, cfg: Config) -> dict[str, dict[str, float]]:
-    """The run's final policy on each of OOD_SPLITS (the first `data.eval_limit` problems, eval settings of `cfg`);
-    written to RUN/generalization.json → {split: eval/… metric row}."""
+def eval_generalization(run: Path, cfg: Config) -> dict[str, dict]:
+    """The run's final policy on its held-out set (`data.eval`) and on each of OOD_SPLITS (the first
+    `data.eval_limit` problems each, eval settings of `cfg`), with why answers were wrong (eval.metrics failure
+    kinds); written to RUN/generalization.json → {split: {eval/… metric row, "eval/problems", "failures"}}, the
+    held-out set first."""
     from zerotir.data import load_problems
     from zerotir.train.checkpoint import latest_checkpoint
 
-    sets = {src: load_problems(src, limit=cfg.data.eval_limit, seed=cfg.train.seed).problems for src in OOD_SPLITS}
+    names = [cfg.data.eval] + [s for s in OOD_SPLITS if s != cfg.data.eval]
+    sets = {src: load_problems(src, limit=cfg.data.eval_limit, seed=cfg.train.seed).problems for src in names}
     reports = evaluate_sets(latest_checkpoint(run) / "policy", cfg, sets)
-    out = {src: {**reports[src].metric_row("eval/"), "eval/problems": len(sets[src])} for src in OOD_SPLITS}
+    out = {src: {**reports[src].metric_row("eval/"), "eval/problems": len(sets[src]),
+                 "failures": reports[src].failures} for src in names}
     (run / "generalization.json").write_text(json.dumps(out, indent=1))
     return out
 
@@ -225,13 +229,26 @@ def pick_transcripts(run_dir: Path, n: int = 3) -> tuple[list[Any], list[Any]]:
     return good, first
 
 
-def generalization_markdown(end: dict[str, float], gen: dict[str, dict[str, float]]) -> str:
-    """Final policy: in-distribution held-out eval (the run's last eval row) next to each OOD split."""
+def generalization_markdown(end: dict[str, float], gen: dict[str, dict]) -> str:
+    """Final policy: the in-distribution held-out set next to each OOD split, then why answers were wrong where the
+    splits carry failure kinds. The held-out row is gen's non-OOD entry, or else the run's last eval row `end`."""
+    from zerotir.eval.metrics import FAILURE_KINDS
+
+    held = [name for name in gen if name not in OOD_SPLITS]
+    rows = ([(f"{held[0]} (training distribution)", gen[held[0]])] if held
+            else [("held-out (training distribution)", end)]) + [(n, gen[n]) for n in gen if n in OOD_SPLITS]
     lines = ["| problems | accuracy | code ratio | tool errors (share of executed code) |", "|---|---:|---:|---:|"]
-    rows = [("held-out (training distribution)", end)] + [(name, gen[name]) for name in gen]
     for name, r in rows:
         cells = [f"{r.get(m, float('nan')):.3f}" for m in ("eval/accuracy", "eval/code_ratio", "eval/tool_error_rate")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    failed = [(name, r["failures"]) for name, r in rows if r.get("failures")]
+    if failed:
+        lines += ["", "Why answers were wrong (share of responses; `zerotir.eval.metrics`): the last call failed; no "
+                  "final answer; wrong without running code; the answer is not what the code printed (a copying "
+                  "slip); the code printed a wrong result (wrong operands or operation).", "",
+                  "| problems | " + " | ".join(FAILURE_KINDS) + " |", "|---|" + "---:|" * len(FAILURE_KINDS)]
+        lines += [f"| {name} | " + " | ".join(f"{f.get(k, 0.0):.3f}" for k in FAILURE_KINDS) + " |"
+                  for name, f in failed]
     return "\n".join(lines)
 
 
