@@ -56,9 +56,16 @@ def test_three_steps_change_parameters_and_log_every_metric(tool_model_dir, tmp_
     cfg = small_train_cfg(tool_model_dir)
     r = cfg.rollout
     r.template, r.max_new_tokens_per_turn, r.max_total_tokens, r.n_samples = "toy", 40, 96, 4
+    other = tmp_path / "other-set.jsonl"
+    other.write_text("".join(f'{{"id": "o{i}", "problem": "What is {i} + 5?", "answer": "{i + 5}"}}\n' for i in range(3)))
+    cfg.data.eval_extra = [str(other)]
     run = train(cfg, run_dir=str(tmp_path / "run"))
     base, *rows = read_metrics(run / "metrics.jsonl")
     assert base["step"] == 0 and "eval/accuracy" in base and base["compute/flops"] == 0.0   # the base model's eval
+    # the extra held-out set is evaluated with data.eval each time, under its own name
+    assert all(("eval/other-set/accuracy" in r) == ("eval/accuracy" in r) for r in [base, *rows])
+    main = {k.removeprefix("eval/") for k in base if k.startswith("eval/") and k.count("/") == 1}
+    assert {"accuracy", "pass@1"} <= main and all(f"eval/other-set/{k}" in base for k in main)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert 0 < rows[0]["compute/flops"] < rows[1]["compute/flops"] < rows[2]["compute/flops"]
     assert base["model/params"] == rows[-1]["model/params"] > 0

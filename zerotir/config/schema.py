@@ -42,6 +42,10 @@ class DataConfig:
     """Held-out problems for periodic eval during training (same forms as `train`)."""
     eval_limit: int = 128
     """Use at most this many held-out problems per periodic eval (0 = all)."""
+    eval_extra: list[str] = field(default_factory=list)
+    """More held-out sets evaluated with `eval` at every periodic eval (same forms, `eval_limit` each), e.g.
+    ['toy:ood-wording', 'toy:ood-size']: each is logged as eval/<name>/<metric>, name = the part after the last ':'
+    (a file's stem for a path), so a run's curves show whether what it learns carries beyond its own distribution."""
     problem_field: str = "problem"
     """Field holding the problem text in JSONL / hub rows."""
     answer_field: str = "answer"

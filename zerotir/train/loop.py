@@ -24,7 +24,7 @@ from zerotir.telemetry import MetricsWriter, get_logger, make_run_dir, read_metr
 from zerotir.train.backend import Backend, LocalBackend
 from zerotir.train.checkpoint import CKPT_SUBDIR, checkpoint_name
 from zerotir.train.compute import ComputeTotals, cpu_seconds, rollout_flops
-from zerotir.train.phases import seed_everything
+from zerotir.train.phases import eval_set_name, eval_sets, seed_everything
 from zerotir.train.pipeline import Handle, RolloutPipeline
 from zerotir.train.sinks import Sinks, write_transcripts
 from zerotir.train.stats import PromptSampler
@@ -37,7 +37,10 @@ MAX_REFILLS = 3
 
 def validate_inputs(cfg: Config):
     """Everything that can be wrong with the inputs, checked before any work: data files and rows, the model dir
-    (config, tokenizer, weights), and settings that cannot work together. Raises one clear error."""
+    (config, tokenizer, weights), and settings that cannot work together. Raises one clear error.
+
+    Returns (training problems, held-out sets): the sets map a metric prefix to problems, 'eval/' for data.eval
+    and 'eval/<name>/' for each data.eval_extra set ({} when data.eval is empty)."""
     from zerotir.data import DataError, load_problems
     from zerotir.models import check_model_dir
 
@@ -45,6 +48,12 @@ def validate_inputs(cfg: Config):
               seed=cfg.train.seed)
     train_set = load_problems(cfg.data.train, **kw).problems
     eval_set = load_problems(cfg.data.eval, limit=cfg.data.eval_limit, **kw).problems if cfg.data.eval else []
+    extra = {f"eval/{eval_set_name(src)}/": load_problems(src, limit=cfg.data.eval_limit, **kw).problems
+             for src in cfg.data.eval_extra}
+    if len(extra) != len(cfg.data.eval_extra) or "eval/eval/" in extra:
+        raise ValueError(f"data.eval_extra: two sets share a name (or one is named 'eval'): {cfg.data.eval_extra}")
+    if extra and not eval_set:
+        raise ValueError("data.eval_extra needs data.eval: the extra sets are evaluated alongside it")
     if not train_set:
         raise DataError(f"{cfg.data.train}: no training problems")
     from zerotir.algos.advantages import check_algo_config
@@ -62,7 +71,7 @@ def validate_inputs(cfg: Config):
     if cfg.rollout.engine != "hf" and cfg.train.backend != "ray":
         raise ValueError(f"rollout.engine '{cfg.rollout.engine}' runs under train.backend=ray; the local backend uses "
                          "'hf'")
-    return train_set, eval_set
+    return train_set, ({"eval/": eval_set, **extra} if eval_set else {})
 
 
 def resolve_run_dir(cfg: Config, resume: str | bool, run_dir: str | None) -> tuple[Path | None, Path | None]:
@@ -162,7 +171,8 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
     """Run RL training per `cfg`; returns the run directory (config.yaml, metrics.jsonl, transcripts/, checkpoints/).
     backend_factory: where the phases run (default `LocalBackend`; `zerotir.distributed.ray_backend()` for Ray)."""
     setup_logging(cfg.logging.level)
-    train_set, eval_set = validate_inputs(cfg)                       # bad inputs fail here, before any work
+    train_set, heldout = validate_inputs(cfg)                       # bad inputs fail here, before any work
+    #                                                  heldout: metric prefix → problems (data.eval, eval_extra)
     run, ckpt = resolve_run_dir(cfg, resume, run_dir)               # checks only; nothing is written yet
     seed_everything(cfg.train.seed)
     t, a = cfg.train, cfg.algo
@@ -184,11 +194,11 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
         pipe = RolloutPipeline(prompts.launch, max_staleness=t.max_staleness, async_mode=t.async_rollout)
         pipe.start(start + 1)
         writer = MetricsWriter(run)
-        log.info("run dir %s: %d training problems, %d held-out; steps %d..%d", run, len(train_set), len(eval_set),
-                 start + 1, t.steps)
+        log.info("run dir %s: %d training problems, %d held-out; steps %d..%d", run, len(train_set),
+                 len(heldout.get("eval/", [])), start + 1, t.steps)
         with Sinks(run, cfg.logging, _cfg_dict(cfg), progress=backend.progress) as sinks:
-            if start == 0 and eval_set and t.eval_at_start:             # the base model: the curves' step 0
-                base = backend.evaluate(eval_set, 0)
+            if start == 0 and heldout and t.eval_at_start:             # the base model: the curves' step 0
+                base = eval_sets(backend.evaluate, heldout, 0)
                 row = {"step": 0, "epoch": 0, "policy_version": 0, **base.metrics,
                        "perf/eval_seconds": base.seconds, **totals.row(backend.shape.params)}
                 writer.write(row)
@@ -224,8 +234,8 @@ def train(cfg: Config, resume: str | bool = False, run_dir: str | None = None,
                 # ---- periodic eval, one metrics row, transcripts, checkpoint
                 is_last = step == t.steps
                 evaluation = None
-                if eval_set and ((t.eval_every and step % t.eval_every == 0) or is_last):
-                    evaluation = backend.evaluate(eval_set, step)
+                if heldout and ((t.eval_every and step % t.eval_every == 0) or is_last):
+                    evaluation = eval_sets(backend.evaluate, heldout, step)
                 row = step_row(step, sampler.epoch, rollout, filtered, update, evaluation, update_seconds=t_up,
                                step_seconds=time.perf_counter() - t0, compute=totals.row(backend.shape.params))
                 writer.write(row)
