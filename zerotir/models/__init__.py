@@ -47,12 +47,27 @@ def _not_found(spec: str, p: Path) -> str:
     return f"model directory not found: {p} (a local HF model directory, 'toy', or 'toy-<size>')"
 
 
+def _policy_in(p: Path) -> Path | None:
+    """The HF directory a training checkpoint or run directory holds: `CKPT/policy`, or a run's newest
+    `checkpoints/step_*/policy` (the trained model a user means when they pass either)."""
+    if (p / "policy" / "config.json").is_file():
+        return p / "policy"
+    steps = sorted(p.glob("checkpoints/step_*/policy/config.json"))
+    return steps[-1].parent if steps else None
+
+
 def check_model_dir(path: str | Path) -> Path:
+    """The HF model directory `path` names (a directory, a toy name, a checkpoint or a run directory), checked for
+    config, tokenizer and weights; raises ModelError naming what is missing."""
     p = resolve_model_path(str(path))
     if not p.is_dir():
         raise ModelError(_not_found(str(path), p))
     if not (p / "config.json").is_file():
-        raise ModelError(f"{p}: no config.json — not an HF model directory")
+        policy = _policy_in(p)
+        if policy is None:
+            raise ModelError(f"{p}: no config.json — not an HF model directory (nor a training checkpoint with "
+                             f"policy/, nor a run directory with checkpoints/step_*/policy)")
+        p = policy
     if not any((p / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")):
         raise ModelError(f"{p}: no tokenizer files (tokenizer.json / tokenizer.model / vocab.json)")
     if not any(p.glob("*.safetensors")) and not any(p.glob("*.bin")):
