@@ -152,6 +152,19 @@ def make_run_dir(template: str, name: str, cfg: Any = None) -> Path:
 _CONFIGURED = False
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at each record, not the stream it was created with: a harness that swaps
+    stderr (pytest's capture, a notebook) and later closes the old one must not turn log lines into errors."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(level: str = "INFO") -> None:
     """Configure the 'zerotir' logger once: rich output on a terminal, plain unwrapped lines otherwise."""
     global _CONFIGURED
@@ -167,7 +180,7 @@ def setup_logging(level: str = "INFO") -> None:
         handler: logging.Handler = RichHandler(show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     except ImportError:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                                datefmt="%H:%M:%S"))
     logger.addHandler(handler)
