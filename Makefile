@@ -35,12 +35,15 @@ demo: setup
 	$(VENV)/bin/zerotir demo
 
 # Lint first (unused/undefined names, bugbear; config in pyproject.toml): it takes a second and fails early.
+# Tests run on TEST_WORKERS pytest-xdist workers (0 = in this process); tests/conftest.py keeps the sandbox and Ray
+# files on one worker and gives each worker its share of the cores.
+TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m ruff check zerotir tests bench
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadgroup
 
 test-slow: setup
-	ZEROTIR_SLOW=1 $(PY) -m pytest -q tests
+	ZEROTIR_SLOW=1 $(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadgroup
 
 # bench/train_step.py runs TRL's GRPOTrainer side by side with ours: the `bench` extra brings it.
 bench: setup

@@ -8,6 +8,19 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def pytest_configure(config):
+    # Under pytest-xdist each worker gets an equal share of the cores: two workers each running torch on every core
+    # oversubscribe them, and OpenMP's spinning threads then slow both. Subprocesses inherit the share.
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        share = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        os.environ.setdefault("OMP_NUM_THREADS", share)
+        os.environ.setdefault("MKL_NUM_THREADS", share)
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def pytest_collection_modifyitems(config, items):
     run_slow = os.environ.get("ZEROTIR_SLOW") == "1"
     try:
@@ -25,7 +38,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
     # Tests that start a Ray cluster from this process run last: after ray.shutdown() its driver keeps threads and
     # sockets here, and the sandbox tests' descriptor-leak checks count every descriptor of the process.
-    items.sort(key=lambda item: item.path.parent.name == "distributed")
+    # Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), one worker runs the SERIAL_PREFIXES files, in
+    # this order and first (the longest unit of work: started last it would be the run's tail); every other file is
+    # one unit of work (its module fixtures are built once).
+    root = Path(__file__).resolve().parent
+    serial = {item: item.path.resolve().relative_to(root).as_posix().startswith(SERIAL_PREFIXES) for item in items}
+    items.sort(key=lambda item: (not serial[item], item.path.parent.name == "distributed"))
+    for item in items:
+        rel = item.path.resolve().relative_to(root).as_posix()
+        item.add_marker(pytest.mark.xdist_group("serial" if serial[item] else rel))
+
+
+SERIAL_PREFIXES = ("sandbox/", "distributed/", "study/test_study_ray.py", "unit/test_first_hour.py")
+"""Test files that share one xdist worker, in collection order: the sandbox's descriptor and process census (which
+counts everything its process holds) and the files that start or import Ray in-process (Ray's driver keeps threads
+and sockets after shutdown)."""
 
 
 @pytest.fixture(scope="session")
