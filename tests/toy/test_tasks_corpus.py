@@ -89,7 +89,8 @@ def test_varied_curriculum_is_opt_in_and_keeps_the_held_out_phrasings_out():
     # (update these pins only on purpose: a change orphans every cached base and the shipped one's provenance)
     fixed = build_corpus(CorpusSpec(n_docs=2000))
     assert hashlib.sha256("\n".join(fixed).encode()).hexdigest()[:10] == "829615d2cc"
-    assert spec_hash(BASE_SIZES["toy-3m"]) == "a83fc13459" and spec_hash(BASE_SIZES["toy-0.8m"]) == "36d2ac0360"
+    # toy-3m: 8ef71ad1cc since its budget went from 500 to 1,500 steps (the 500-step base was a83fc13459)
+    assert spec_hash(BASE_SIZES["toy-3m"]) == "8ef71ad1cc" and spec_hash(BASE_SIZES["toy-0.8m"]) == "36d2ac0360"
     assert spec_hash(BASE_VARIANTS["toy-0.8m-varied"]) != spec_hash(BASE_SIZES["toy-0.8m"])
     varied = build_corpus(CorpusSpec(n_docs=2000, wordings="varied"))
     questions = [d.split("\nA: ")[0] for d in varied if d.startswith("Q: ")]
