@@ -43,3 +43,24 @@ def test_cli_config_errors_are_one_line():
     assert "unknown config key 'algo.bogus'" in r.output
     r = CliRunner().invoke(app, ["config", "toy", "--set", "train.steps=5"])
     assert r.exit_code == 0 and "steps: 5" in r.output
+
+
+def test_plain_log_lines_follow_the_current_stderr(monkeypatch):
+    """The plain handler writes to whatever sys.stderr is now: a harness that swapped stderr and closed the old
+    stream (pytest's capture between tests) must not turn later log lines into logging errors."""
+    import io
+    import logging
+    import sys
+
+    from zerotir.telemetry import _StderrHandler
+
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    handler.emit(logging.makeLogRecord({"msg": "one"}))
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    handler.emit(logging.makeLogRecord({"msg": "two"}))
+    assert second.getvalue() == "two\n"
