@@ -8,7 +8,7 @@ import pytest
 from zerotir.toy.base import BaseSpec, build_base, lr_at
 from zerotir.toy.corpus import CorpusSpec
 from zerotir.toy.demo import eval_rows, plot_curves, start_end, table_markdown
-from zerotir.toy.check import in_target, signal_stats
+from zerotir.toy.check import in_target, kind_stats, signal_stats
 from zerotir.types import ToolCall, Trajectory
 
 
@@ -61,6 +61,17 @@ def test_signal_stats_hand_count():
     assert signal_stats([])["code_ratio"] == 0.0
     few = signal_stats([_traj(1, True, 5)] + [_traj(0, False, 5)] * 19)   # 5% code, all of it right
     assert in_target(few)
+
+
+def test_kind_stats_hand_count():
+    trajs = [_traj(1, True, 5), _traj(1, False, 5), _traj(0, True, 5), _traj(2, False, 5), _traj(0, False, 5)]
+    for t, pid in zip(trajs, ["m1", "m2", "m3", "l1", "x"]):
+        t.problem_id = pid
+    by = kind_stats(trajs, {"m1": "mul", "m2": "mul", "m3": "mul", "l1": "lin"})
+    assert by == {"mul": {"n": 3, "code_responses": 2, "code_correct": 1},
+                  "lin": {"n": 1, "code_responses": 1, "code_correct": 0},
+                  "?": {"n": 1, "code_responses": 0, "code_correct": 0}}
+    assert list(by)[0] == "mul"   # most frequent first
 
 
 ROWS = [

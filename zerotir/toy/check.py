@@ -6,12 +6,14 @@
 `zerotir toy check-base` and `zerotir toy build-base --check` run this. It is `zerotir.eval.core.evaluate` with the
 toy preset's rollout, the real sandbox and the training reward (the same code as periodic eval), one sample per
 problem. RL can only reinforce what the base already does sometimes: it needs some code use (code_ratio) and code
-that is often right (code_attempt_accuracy); `BASE_TARGET` is the range the shipped base was tuned into.
+that is often right (code_attempt_accuracy); `BASE_TARGET` is the range the shipped base was tuned into. Per
+problem kind (`kind_stats`), because RL follows reward kind by kind: a kind whose code attempts are never right
+stays answered in text after RL (docs/scaling.md, item 7).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from zerotir.types import Trajectory
 
@@ -33,14 +35,27 @@ def signal_stats(trajs: Sequence[Trajectory]) -> dict[str, float]:
             "mean_response_tokens": sum(len(t.response_ids) for t in trajs) / max(n, 1)}
 
 
+def kind_stats(trajs: Sequence[Trajectory], kinds: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Pure: per problem kind (`kinds`: problem id → kind; ids not in it count as '?'), in order of frequency:
+    {kind: {n, code_responses, code_correct}} (responses, those that ran code, those of them verified right)."""
+    out: dict[str, dict[str, int]] = {}
+    for t in trajs:
+        k = out.setdefault(kinds.get(t.problem_id, "?"), {"n": 0, "code_responses": 0, "code_correct": 0})
+        k["n"] += 1
+        if t.num_tool_calls > 0:
+            k["code_responses"] += 1
+            k["code_correct"] += bool(t.correct)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["n"]))
+
+
 def in_target(stats: dict[str, float]) -> bool:
     return all(lo <= stats[k] <= hi for k, (lo, hi) in BASE_TARGET.items())
 
 
 def check_base(model: str, n: int = 256, temperature: float = 1.0, seed: int = 0,
-               overrides: Sequence[str] = ()) -> dict[str, float]:
+               overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Sample `model` (a directory or a toy name) once on each of the first `n` held-out problems at `temperature`,
-    with the toy preset's tool budget and token limits. Returns `signal_stats`."""
+    with the toy preset's tool budget and token limits. Returns `signal_stats` and, under "by_kind", `kind_stats`."""
     from zerotir.config import load_config
     from zerotir.data import load_problems
     from zerotir.toy.demo import evaluate_model
@@ -49,4 +64,5 @@ def check_base(model: str, n: int = 256, temperature: float = 1.0, seed: int = 0
                               f"train.seed={seed}", *overrides])
     problems = load_problems(cfg.data.eval, limit=n, seed=seed).problems
     report = evaluate_model(model, cfg, problems, seed=seed)
-    return signal_stats(report.trajectories)
+    kinds = {p.id: str(p.meta.get("kind", "?")) for p in problems}
+    return {**signal_stats(report.trajectories), "by_kind": kind_stats(report.trajectories, kinds)}

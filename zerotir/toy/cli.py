@@ -73,7 +73,9 @@ def _check(model: str, n: int, temperature: float, seed: int) -> dict:
 
     stats = check_base(model, n=n, temperature=temperature, seed=seed)
     typer.echo("base check on held-out (temperature %.1f): %s" % (temperature, json.dumps(
-        {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()})))
+        {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items() if k != "by_kind"})))
+    typer.echo("  code attempts right, per kind: " + ", ".join(
+        f"{kind} {k['code_correct']}/{k['code_responses']} (of {k['n']})" for kind, k in stats["by_kind"].items()))
     typer.echo("  " + ("OK: " if in_target(stats) else "WARNING: outside ") + "the target (" + ", ".join(
         f"{k} {lo:g}-{hi:g}" for k, (lo, hi) in BASE_TARGET.items()) + ") for RL to have a signal")
     p = Path(resolve_model_path(model)) / "build.json"
