@@ -65,7 +65,7 @@ def test_three_steps_change_parameters_and_log_every_metric(tool_model_dir, tmp_
     # the extra held-out set is evaluated with data.eval each time, under its own name
     assert all(("eval/other-set/accuracy" in r) == ("eval/accuracy" in r) for r in [base, *rows])
     main = {k.removeprefix("eval/") for k in base if k.startswith("eval/") and k.count("/") == 1}
-    assert {"accuracy", "pass@1"} <= main and all(f"eval/other-set/{k}" in base for k in main)
+    assert {"accuracy", "code_ratio"} <= main and all(f"eval/other-set/{k}" in base for k in main)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert 0 < rows[0]["compute/flops"] < rows[1]["compute/flops"] < rows[2]["compute/flops"]
     assert base["model/params"] == rows[-1]["model/params"] > 0
