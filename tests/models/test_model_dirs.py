@@ -6,10 +6,12 @@ import pytest
 from zerotir.models import ModelError, check_model_dir
 
 
-def _fake_policy(d):
+def _fake_policy(d, complete=True):
     d.mkdir(parents=True)
     for name in ("config.json", "tokenizer.json", "model.safetensors"):
         (d / name).write_text("{}")
+    if complete:   # a checkpoint is complete once its state.json is written
+        (d.parent / "state.json").write_text("{}")
     return d
 
 
@@ -17,6 +19,7 @@ def test_checkpoint_and_run_dirs_resolve_to_the_newest_policy(tmp_path):
     run = tmp_path / "run"
     _fake_policy(run / "checkpoints" / "step_000005" / "policy")
     newest = _fake_policy(run / "checkpoints" / "step_000025" / "policy")
+    _fake_policy(run / "checkpoints" / "step_000030" / "policy", complete=False)   # still being written
     assert check_model_dir(run) == newest
     assert check_model_dir(run / "checkpoints" / "step_000005") == run / "checkpoints" / "step_000005" / "policy"
     assert check_model_dir(newest) == newest

@@ -48,12 +48,13 @@ def _not_found(spec: str, p: Path) -> str:
 
 
 def _policy_in(p: Path) -> Path | None:
-    """The HF directory a training checkpoint or run directory holds: `CKPT/policy`, or a run's newest
-    `checkpoints/step_*/policy` (the trained model a user means when they pass either)."""
+    """The HF directory a training checkpoint or run directory holds: `CKPT/policy`, or the policy of a run's newest
+    complete checkpoint (state.json written: the rule of train.checkpoint.list_checkpoints, which models may not
+    import) — the trained model a user means when they pass either."""
     if (p / "policy" / "config.json").is_file():
         return p / "policy"
-    steps = sorted(p.glob("checkpoints/step_*/policy/config.json"))
-    return steps[-1].parent if steps else None
+    done = [c for c in p.glob("checkpoints/step_*") if (c / "state.json").is_file() and (c / "policy").is_dir()]
+    return max(done, key=lambda c: int(c.name.split("_")[1])) / "policy" if done else None
 
 
 def check_model_dir(path: str | Path) -> Path:

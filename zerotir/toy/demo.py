@@ -115,7 +115,11 @@ def eval_generalization(run: Path, cfg: Config) -> dict[str, dict]:
 
     names = [cfg.data.eval] + [s for s in OOD_SPLITS if s != cfg.data.eval]
     sets = {src: load_problems(src, limit=cfg.data.eval_limit, seed=cfg.train.seed).problems for src in names}
-    reports = evaluate_sets(latest_checkpoint(run) / "policy", cfg, sets)
+    ckpt = latest_checkpoint(run)
+    # the loop's eval seed at that step (train.phases.heldout_eval): the held-out row samples what the run's last
+    # eval row sampled, so the report does not show two different held-out figures for one policy
+    step = json.loads((ckpt / "state.json").read_text())["step"]
+    reports = evaluate_sets(ckpt / "policy", cfg, sets, seed=cfg.train.seed + step)
     out = {src: {**reports[src].metric_row("eval/"), "eval/problems": len(sets[src]),
                  "failures": reports[src].failures} for src in names}
     (run / "generalization.json").write_text(json.dumps(out, indent=1))
