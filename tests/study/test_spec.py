@@ -99,8 +99,8 @@ def test_base_path_is_relative_to_the_spec(tmp_path):
 def test_shipped_specs_parse():
     ref = load_spec(BUILTIN_CONFIGS / "studies" / "toy-scaling.yaml")
     sizes = {ref.resolve(c).model.path for c in ref.cells}
-    assert sizes == {"toy-0.2m", "toy-0.8m", "toy-3m"}     # toy-10m: see the spec's header and docs/scaling.md
-    assert len(ref.cells) == 3 * 3 + 2 * 3
+    assert sizes == {"toy-0.1m", "toy-0.2m", "toy-0.8m", "toy-3m"}  # toy-10m: see the spec's header, docs/scaling.md
+    assert len(ref.cells) == 4 * 3 + 2 * 3
     assert ref.held_out == [f"size=toy-3m,seed={s}" for s in range(3)]
     no_tools = [c for c in ref.cells if ref.resolve(c).rollout.max_tool_calls == 0]
     assert len(no_tools) == 6 and all(ref.resolve(c).eval.max_tool_calls == 0 for c in no_tools)

@@ -114,6 +114,43 @@ def test_varied_curriculum_is_opt_in_and_keeps_the_held_out_phrasings_out():
     assert not ood & {p.prompt for p in toy_problems("train-varied")}
 
 
+def _snippet_kind(doc: str) -> str:
+    """A snippet's task kind, read from its canonical code (zerotir.toy.tasks' generators)."""
+    code = doc.split(CODE_OPEN)[1].split(CODE_CLOSE)[0]
+    for marker, kind in (("int('", "base"), ("comb", "binom"), ("gcd", "gcd"), ("lcm", "lcm"), ("//", "lin"),
+                         ("**", "pow"), (" % ", "mod"), ("*", "mul"), ("+", "add")):
+        if marker in code:
+            return kind
+    raise AssertionError(doc)
+
+
+def test_snippet_mix_balances_code_practice_and_is_opt_in():
+    from collections import Counter
+
+    from zerotir.toy.base import BASE_SIZES, BASE_VARIANTS
+    from zerotir.toy.cache import spec_hash
+    from zerotir.toy.corpus import uniform_mix
+    from zerotir.toy.tasks import DEFAULT_MIX
+
+    n = 4000
+    default = build_corpus(CorpusSpec(n_docs=n))
+    balanced = build_corpus(CorpusSpec(n_docs=n, snippet_mix=uniform_mix()))
+    counts = {name: Counter(_snippet_kind(d) for d in docs if not d.startswith("Q: "))
+              for name, docs in (("default", default), ("balanced", balanced))}
+    # the snippet share is unchanged (25%, binomial sd ~ 0.007 here); only the snippets' kinds move
+    assert all(abs(sum(c.values()) / n - 0.25) < 0.03 for c in counts.values()), counts
+    assert counts["default"]["mul"] / sum(counts["default"].values()) > 0.38   # DEFAULT_MIX: 45% multiplication
+    total = sum(counts["balanced"].values())
+    for kind in DEFAULT_MIX:                                  # uniform: 1/9 each (binomial sd ~ 0.01 at n ~ 1000)
+        assert abs(counts["balanced"][kind] / total - 1 / 9) < 0.04, (kind, counts["balanced"])
+    # opt-in: the sizes' hashes are unchanged (pinned above), the variant has its own
+    assert spec_hash(BASE_VARIANTS["toy-0.8m-balanced"]) not in {spec_hash(s) for s in BASE_SIZES.values()}
+    with pytest.raises(ValueError, match="CorpusSpec.snippet_mix.*'muls'"):
+        build_corpus(CorpusSpec(n_docs=1, snippet_mix={"muls": 1.0}))
+    with pytest.raises(ValueError, match="CorpusSpec.mix"):
+        build_corpus(CorpusSpec(n_docs=1, mix={"mul": 0.0}))
+
+
 def test_gold_answers_verify_with_math_verify():
     from math_verify import parse, verify
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from zerotir.toy.cache import spec_record
-from zerotir.toy.corpus import CorpusSpec, build_corpus, corpus_stats
+from zerotir.toy.corpus import CorpusSpec, build_corpus, corpus_stats, uniform_mix
 
 if TYPE_CHECKING:  # torch loads inside the functions: importing this module stays cheap
     import torch
@@ -61,6 +61,10 @@ BASE_SIZES: dict[str, BaseSpec] = {
     # Step counts: ~20 tokens per parameter where cheap, else capped by wall time. Per-step cost on an idle 2-core
     # machine, anchored on the 0.8M build's measured 0.63 s/step (its build.json, steps 150-700) and scaled by
     # training FLOPs per token (6N + attention); `build.json` records each build's own wall time.
+    # 86,352 parameters; 600 steps = 4.9M tokens (57 per parameter: at this size steps are cheap, so the smallest
+    # model is not undertrained). Added 2026-11-30 so that the study's four sizes span 36x within the hour's build
+    # budget (toy-10m's fair budget is ~9-10 h here, docs/scaling.md). Built on first use.
+    "toy-0.1m": BaseSpec(hidden=48, layers=3, heads=4, intermediate=128, steps=600, lr=4e-3),
     # 207,616 parameters; 600 steps = 4.9M tokens (24 per parameter); est. <= 0.4 s/step, ~4 min.
     # Shipped: zerotir/assets/toy-base-0.2m.
     "toy-0.2m": BaseSpec(hidden=64, layers=4, heads=4, intermediate=176, steps=600, lr=4e-3),
@@ -86,6 +90,11 @@ BASE_VARIANTS: dict[str, BaseSpec] = {
     # questions in several phrasings; RL it on `toy:train-varied`. Built on first use (~10 min idle).
     "toy-0.8m-varied": BaseSpec(hidden=128, layers=4, heads=4, intermediate=352, steps=900, lr=3e-3,
                                 corpus=CorpusSpec(wordings="varied")),
+    # toy-0.8m with every task kind at an equal share of the code snippets (CorpusSpec.snippet_mix): the standard
+    # corpus gives multiplication 45% of them, and its base writes correct code for multiplication only. Same
+    # size, steps, Q/A documents and RL set (`toy:train`). Built on first use (~10 min idle).
+    "toy-0.8m-balanced": BaseSpec(hidden=128, layers=4, heads=4, intermediate=352, steps=900, lr=3e-3,
+                                  corpus=CorpusSpec(snippet_mix=uniform_mix())),
 }
 """Bases outside the size family (another corpus at a family size), resolved by name like the sizes."""
 

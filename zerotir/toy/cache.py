@@ -41,7 +41,8 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "zerotir"
 
 
-HASH_OMITTED_AT_DEFAULT: dict[tuple[str, str], object] = {("corpus", "wordings"): "fixed"}
+HASH_OMITTED_AT_DEFAULT: dict[tuple[str, str], object] = {("corpus", "wordings"): "fixed",
+                                                           ("corpus", "snippet_mix"): None}
 """Spec fields added after bases were cached: left out of the hash while at their default, so adding an option
 does not orphan every cached base (a spec that sets it gets a new hash)."""
 

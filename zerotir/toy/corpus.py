@@ -39,7 +39,11 @@ class CorpusSpec:
     snippet_levels: dict[int, float] = field(default_factory=lambda: {0: 0.2, 1: 0.5, 2: 0.3})
     """Difficulty mix of code snippets (long numbers make copying robust)."""
     mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
-    """Task kinds (see zerotir.toy.tasks.DEFAULT_MIX)."""
+    """Task kinds of the Q/A documents (see zerotir.toy.tasks.DEFAULT_MIX)."""
+    snippet_mix: dict[str, float] | None = None
+    """Task kinds of the code snippets; None: the same as `mix`. Under `mix` most snippets are multiplications
+    (45%), and a base pretrained on them writes correct code for that kind only (docs/scaling.md); equal shares
+    (`uniform_mix()`) give every kind the same code practice."""
     seed: int = 0
     wordings: str = "fixed"
     """'fixed': every Q/A question as the task asks it ('What is X?'); 'varied': each in one of
@@ -84,9 +88,14 @@ def qa(t: Task, solution: str) -> str:
     return TOY_TEMPLATE.format(problem=t.prompt) + solution
 
 
-def _draw(rng: random.Random, spec: CorpusSpec, levels: dict[int, float], reserved: set[str]) -> Task:
+def uniform_mix() -> dict[str, float]:
+    """Every task kind at an equal share (for `CorpusSpec.snippet_mix`)."""
+    return {kind: 1.0 / len(DEFAULT_MIX) for kind in DEFAULT_MIX}
+
+
+def _draw(rng: random.Random, mix: dict[str, float], levels: dict[int, float], reserved: set[str]) -> Task:
     while True:
-        kind = rng.choices(list(spec.mix), weights=list(spec.mix.values()))[0]
+        kind = rng.choices(list(mix), weights=list(mix.values()))[0]
         level = rng.choices(list(levels), weights=list(levels.values()))[0]
         t = GENERATORS[kind](rng, level)
         if t.prompt not in reserved:  # never pretrain on an evaluation problem
@@ -97,15 +106,20 @@ def build_corpus(spec: CorpusSpec) -> list[str]:
     """The documents (without EOS), in a seeded order."""
     if spec.wordings not in ("fixed", "varied"):
         raise ValueError(f"CorpusSpec.wordings: expected 'fixed' or 'varied', got {spec.wordings!r}")
+    for name, mix in (("mix", spec.mix), ("snippet_mix", spec.snippet_mix or spec.mix)):
+        unknown = sorted(set(mix) - set(GENERATORS))
+        if unknown or not mix or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+            raise ValueError(f"CorpusSpec.{name}: expected task kinds from {sorted(GENERATORS)} with weights >= 0 "
+                             f"and a positive sum, got {mix!r}")
     rng = random.Random(f"corpus-{spec.seed}")
     words = random.Random(f"corpus-wordings-{spec.seed}")  # its own stream: 'fixed' draws exactly as before
     reserved = _reserved_prompts()
     docs = []
     for _ in range(spec.n_docs):
         if rng.random() < spec.snippet_share:
-            docs.append(snippet(_draw(rng, spec, spec.snippet_levels, reserved)))
+            docs.append(snippet(_draw(rng, spec.snippet_mix or spec.mix, spec.snippet_levels, reserved)))
             continue
-        t = _draw(rng, spec, spec.qa_levels, reserved)
+        t = _draw(rng, spec.mix, spec.qa_levels, reserved)
         if spec.wordings == "varied":
             t = reworded(t, words, held_out=False)
         if rng.random() < spec.code_solution_share:
