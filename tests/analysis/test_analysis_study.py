@@ -137,3 +137,35 @@ def test_same_family_ignores_config_fields_added_after_registration():
     assert same_family('{"algo.name": "grpo", "rollout.max_tool_calls": 2, "sandbox.quotas": true}', registered)
     assert not same_family('{"algo.name": "grpo", "rollout.max_tool_calls": 0}', registered)
     assert not same_family('{"algo.name": "grpo"}', None)
+
+
+def test_a_size_that_never_learns_is_reported_not_a_crash(tmp_path):
+    """A size whose eval metrics are flat (toy-0.1m: accuracy 0 at every eval) gives compute-extrapolation errors
+    of exactly 0 for persistence; the report says a baseline is exact instead of dividing by it."""
+    study = tmp_path / "s"
+    flat = {"R0": 0.0, "A": 0.0, "C_mid": 1e10, "B": 2.0}
+    for s in (0, 1):
+        d = _cell(study, 1e5, s, truth=flat, sd=0.0)
+        _cell(study, SIZES[1], s)
+        # one lucky early answer each (as toy-0.1m had): the first half is not constant, the second half is 0
+        rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+        for r in rows:
+            if r["step"] in (3 + 3 * s, 6 + 3 * s):
+                r["eval/accuracy"] = 1 / 64
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    analyze_study(study, n_boot=5, metrics=("eval/accuracy",))
+    res = json.loads((study / "fits.json").read_text())
+    g = next(g for g in res["sigmoid"]["groups"] if g["N"] == 1e5)
+    errs = g["metrics"]["eval/accuracy"]["compute_extrapolation"]["errors"]
+    assert errs["persistence"] == 0.0 and errs["sigmoid"] > 0
+    assert "law does NOT beat the best baseline (a baseline is exact: flat series)" in (study / "report.md").read_text()
+
+
+def test_verdict_against_exact_baselines():
+    from zerotir.analysis.lawreport import _verdict
+
+    assert _verdict({"sigmoid": 0.01, "persistence": 0.02, "mean": 0.04}) == "law beats all baselines (0.50× the best)"
+    assert _verdict({"sigmoid": 0.03, "persistence": 0.02, "mean": None}).startswith("law does NOT beat")
+    assert "a baseline is exact" in _verdict({"sigmoid": 0.01, "persistence": 0.0})
+    assert _verdict({"sigmoid": 0.0, "persistence": 0.0}).endswith("the law ties it")
+    assert _verdict({"sigmoid": None, "persistence": 0.0}) == "–"

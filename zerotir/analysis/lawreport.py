@@ -37,6 +37,9 @@ def _verdict(errs: dict) -> str:
     if s is None or not math.isfinite(s) or not rest:
         return "–"
     best = min(rest)
+    if best == 0:  # a flat series (e.g. accuracy 0 throughout): persistence is exact, no ratio exists
+        return "a baseline is exact (flat series); the law ties it" if s == 0 else \
+            "law does NOT beat the best baseline (a baseline is exact: flat series)"
     return f"law beats all baselines ({s / best:.2f}× the best)" if s < best else \
         f"law does NOT beat the best baseline ({s / best:.2f}×)"
 
