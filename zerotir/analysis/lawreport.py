@@ -85,15 +85,18 @@ def law_blocks(res: LawResult, plots: Path, out: Path) -> list[tuple]:
     for fi, fam in enumerate(res.families):
         blocks.append(("h", 3, f"Across sizes: {fam.label}"))
         ns = ", ".join(fmt(g.n_params) for g in fam.groups)
-        blocks.append(("p", f"Sizes N = {ns}. A(N) = A_inf − k·(N/N0)^−alpha (a + b·ln(N/N0) below 4 sizes), "
-                            "C_mid(N) = c·(N/N0)^gamma, R0(N) = r + s·ln(N/N0), B = geometric mean of the sizes' B; "
-                            "CIs from the sizes' seed-bootstrap draws, refitted draw by draw."))
+        blocks.append(("p", f"Sizes N = {ns}. A(N): with ≥ 4 sizes the better fit of A_inf − k·(N/N0)^−alpha "
+                            "(saturating) and R0(N) + (A_inf − R0(N)) / (1 + (N_c/N)^beta) (emergence), else "
+                            "a + b·ln(N/N0). C_mid(N) = c·(N/N0)^gamma and B (geometric mean) from the sizes that "
+                            "learned (their fitted rise exceeds twice the fit's RMSE); R0(N) = r + s·ln(N/N0). CIs from the sizes' seed-bootstrap "
+                            "draws, refitted draw by draw."))
         rows = []
         for m, sf in fam.cross.items():
             if not sf.ok:
                 rows.append([m, "–", "–", sf.note])
                 continue
-            rows.append([m, sf.formula, ", ".join(f"{k}={with_ci(sf.params, sf.ci, k)}" for k in sf.params),
+            rows.append([m, sf.formula, ", ".join(f"{k}={with_ci(sf.params, sf.ci, k)}" for k in sf.params
+                                                  if not k.startswith("sse_")),
                          sf.note])
         if rows:
             blocks.append(("table", ["metric", "law in N and C", "parameters [95% CI]", "note"], rows))

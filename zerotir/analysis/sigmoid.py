@@ -67,6 +67,8 @@ class SigmoidFit:
     n_runs: int = 0
     rmse: float = float("nan")
     r2: float = float("nan")
+    rise: float = float("nan")
+    """R(largest compute fitted) − R0: the change the data show (A − R0 may be an extrapolation beyond them)."""
     boot_ok: int = 0
     draws: list[list[float]] = field(default_factory=list, repr=False)
     """Bootstrap parameter draws in `PARAMS` order (failed resamples: NaN rows); the cross-size fit reuses them."""
@@ -238,6 +240,7 @@ def fit_runs(runs: list[tuple], n_boot: int = 200, seed: int = 0,
     pred = predict(p, xs[pos])
     resid = ys[pos] - pred
     out.rmse = float(np.sqrt(np.mean(resid ** 2)))
+    out.rise = float(predict(p, [xs.max()])[0] - p["R0"])
     ss_tot = float(np.sum((ys[pos] - ys[pos].mean()) ** 2))
     out.r2 = 1.0 - float(resid @ resid) / ss_tot if ss_tot > 0 else float("nan")
     if n_boot > 0:
