@@ -215,6 +215,8 @@ def plot_cross_size(fam, metrics: list[str], path: Path) -> Path:
             ax.set_xscale("log")
             if key == "C_mid":
                 ax.set_yscale("log")
+            elif np.ptp(v) > 0:  # an extrapolated size's CI (e.g. ±1e6 tokens) must not flatten the others
+                ax.set_ylim(v.min() - 0.3 * np.ptp(v), v.max() + 0.3 * np.ptp(v))
             ax.set_xlabel("N (parameters)")
     fig.suptitle(f"{fam.label}: sigmoid parameters across sizes (95% CIs)", fontsize=10)
     return _save(fig, path)
