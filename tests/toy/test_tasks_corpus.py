@@ -144,7 +144,10 @@ def test_snippet_mix_balances_code_practice_and_is_opt_in():
     for kind in DEFAULT_MIX:                                  # uniform: 1/9 each (binomial sd ~ 0.01 at n ~ 1000)
         assert abs(counts["balanced"][kind] / total - 1 / 9) < 0.04, (kind, counts["balanced"])
     # opt-in: the sizes' hashes are unchanged (pinned above), the variant has its own
-    assert spec_hash(BASE_VARIANTS["toy-0.8m-balanced"]) not in {spec_hash(s) for s in BASE_SIZES.values()}
+    variants = {spec_hash(BASE_VARIANTS[n]) for n in ("toy-0.8m-balanced", "toy-0.8m-boosted", "toy-0.8m-varied")}
+    assert len(variants) == 3 and not variants & {spec_hash(s) for s in BASE_SIZES.values()}
+    boosted = BASE_VARIANTS["toy-0.8m-boosted"].corpus     # multiplication keeps its share of all documents
+    assert boosted.snippet_share * boosted.snippet_mix["mul"] == pytest.approx(0.25 * DEFAULT_MIX["mul"])
     with pytest.raises(ValueError, match="CorpusSpec.snippet_mix.*'muls'"):
         build_corpus(CorpusSpec(n_docs=1, snippet_mix={"muls": 1.0}))
     with pytest.raises(ValueError, match="CorpusSpec.mix"):

@@ -95,6 +95,14 @@ BASE_VARIANTS: dict[str, BaseSpec] = {
     # size, steps, Q/A documents and RL set (`toy:train`). Built on first use (~10 min idle).
     "toy-0.8m-balanced": BaseSpec(hidden=128, layers=4, heads=4, intermediate=352, steps=900, lr=3e-3,
                                   corpus=CorpusSpec(snippet_mix=uniform_mix())),
+    # toy-0.8m with more code practice for the rare kinds and as much as before for multiplication: snippets are 40%
+    # of the documents (25% before) and multiplication keeps its 11.25% of all documents (28% of the snippets), the
+    # other 8 kinds share the rest equally (3.6% of the documents each, 1-3x before). toy-0.8m-balanced took 3/4 of
+    # multiplication's snippets away and its base lost copying printed results (docs/scaling.md).
+    "toy-0.8m-boosted": BaseSpec(hidden=128, layers=4, heads=4, intermediate=352, steps=900, lr=3e-3,
+                                 corpus=CorpusSpec(snippet_share=0.4,
+                                                   snippet_mix={k: (0.28125 if k == "mul" else 0.71875 / 8)
+                                                                for k in uniform_mix()})),
 }
 """Bases outside the size family (another corpus at a family size), resolved by name like the sizes."""
 
