@@ -65,6 +65,8 @@ def test_values_survive_the_override_round_trip():
     ({"grid": {"train.seed": [0]}, "held_out": {"train.seed": 5}}, "held_out: no cell matches"),
     ({"grid": {"train.seed": [0]}, "held_out": {"train.nope": 5}}, "held_out.train.nope: unknown config key"),
     ({"grid": {"train.seed": [0]}, "analysis": {"metric": ["x"]}}, "analysis.metric: unknown key"),
+    ({"grid": {"train.seed": [0]}, "analysis": {"bootstrap": -1}}, "analysis.bootstrap: expected a whole number"),
+    ({"grid": {"train.seed": [0]}, "analysis": {"bootstrap": "many"}}, "analysis.bootstrap: expected a whole"),
     ({"grid": {"train.seed": [0]}, "base": "nope.yaml"}, "base: config file not found: nope.yaml"),
     ({"grid": {"train.seed": [0]}, "name": "a b"}, "name: required"),
     ({}, "no cells"),
@@ -113,6 +115,7 @@ def test_shipped_specs_parse():
     assert [c.name for c in tiny.cells] == ["size=toy-0.2m,seed=0", "size=toy-0.2m,seed=1", "size=toy,seed=0",
                                             "size=toy,seed=1"]
     assert all(tiny.resolve(c).train.steps == 2 for c in tiny.cells)
+    assert ref.bootstrap == 200 and tiny.bootstrap == 20          # the default; the CI study's coarse, fast fits
 
 
 def test_cli_fails_before_running_and_dry_run_lists_cells(tmp_path):

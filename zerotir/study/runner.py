@@ -162,7 +162,8 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, jobs: int = 1, backend:
                 if not predictions.is_file():
                     from zerotir.analysis.study import preregister as write_predictions
 
-                    out = write_predictions(study_dir, sorted(held), metrics=spec.metrics, x=spec.x)
+                    out = write_predictions(study_dir, sorted(held), metrics=spec.metrics, x=spec.x,
+                                            n_boot=spec.bootstrap)
                     say(f"preregistered predictions for {len(held)} held-out cells: {out}")
                 codes.update(schedule([n for n in todo if n in held], runs, be, jobs, progress, say))
         finally:
@@ -171,7 +172,7 @@ def run_study(spec: StudySpec, study_dir: str | Path, *, jobs: int = 1, backend:
         if analysis and len(failed) < len(runs):
             from zerotir.analysis.study import analyze_study
 
-            report = analyze_study(study_dir, metrics=spec.metrics, x=spec.x)
+            report = analyze_study(study_dir, metrics=spec.metrics, x=spec.x, n_boot=spec.bootstrap)
             say(f"analysis: {report}")
         if failed:
             raise StudyError(f"{len(failed)} cell(s) failed: {', '.join(failed)} (logs: <run dir>/{state.LOG_FILE});"

@@ -10,7 +10,7 @@
     cells: [{model.path: toy, train.seed: 9}]  # explicit extra cells
     labels: {rollout.max_tool_calls: tools}    # short names for keys in cell names
     held_out: {model.path: toy-3m}         # cells held out by --preregister (default: the last model.path in `grid`)
-    analysis: {metrics: [eval/accuracy], x: compute/flops}
+    analysis: {metrics: [eval/accuracy], x: compute/flops, bootstrap: 200}   # bootstrap: resamples per fit
 
 A cell's name is built from the keys its grid or list entry sets, in order, e.g. `size=toy-0.2m,seed=1`
 (`model.path` reads `size`, `train.seed` reads `seed`, any other key its last part unless two keys share it, then
@@ -32,10 +32,11 @@ import yaml
 from zerotir.config import Config, ConfigError, apply_overrides, config_to_dict, load_config
 
 TOP_KEYS = ("name", "description", "base", "overrides", "grid", "grids", "cells", "labels", "held_out", "analysis")
-ANALYSIS_KEYS = ("metrics", "x")
+ANALYSIS_KEYS = ("metrics", "x", "bootstrap")
 DEFAULT_LABELS = {"model.path": "size", "train.seed": "seed"}
 DEFAULT_METRICS = ("eval/accuracy", "eval/code_ratio", "eval/response_tokens")
 DEFAULT_X = "compute/flops"
+DEFAULT_BOOTSTRAP = 200
 # Keys the study decides for each cell (its run dir); a spec setting them would be silently ignored.
 STUDY_OWNED = ("train.run_dir",)
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -79,6 +80,8 @@ class StudySpec:
     """Names of the cells held out by --preregister (may be empty)."""
     metrics: tuple[str, ...] = DEFAULT_METRICS
     x: str = DEFAULT_X
+    bootstrap: int = DEFAULT_BOOTSTRAP
+    """Seed-bootstrap resamples per fit, for the predictions and the analysis (fewer: faster, coarser CIs)."""
     description: str = ""
     raw: dict = field(default_factory=dict)
 
@@ -212,7 +215,7 @@ def parse_spec(path: str | Path, data: Any) -> StudySpec:
         seen[cell.name], seen_overrides[key] = where, cell.name
         spec.cells.append(cell)
     spec.held_out = _held_out(path, data, spec)
-    spec.metrics, spec.x = _analysis(path, data.get("analysis"))
+    spec.metrics, spec.x, spec.bootstrap = _analysis(path, data.get("analysis"))
     return spec
 
 
@@ -246,11 +249,11 @@ def _held_out(path: Path, data: dict, spec: StudySpec) -> list[str]:
     return names
 
 
-def _analysis(path: Path, a: Any) -> tuple[tuple[str, ...], str]:
+def _analysis(path: Path, a: Any) -> tuple[tuple[str, ...], str, int]:
     if a is None:
-        return DEFAULT_METRICS, DEFAULT_X
+        return DEFAULT_METRICS, DEFAULT_X, DEFAULT_BOOTSTRAP
     if not isinstance(a, dict):
-        raise _err(path, "analysis", f"expected a mapping (metrics, x), got {a!r}")
+        raise _err(path, "analysis", f"expected a mapping (metrics, x, bootstrap), got {a!r}")
     for k in a:
         if k not in ANALYSIS_KEYS:
             raise _err(path, f"analysis.{k}", f"unknown key (known: {', '.join(ANALYSIS_KEYS)})")
@@ -260,7 +263,10 @@ def _analysis(path: Path, a: Any) -> tuple[tuple[str, ...], str]:
     x = a.get("x", DEFAULT_X)
     if not isinstance(x, str) or not x:
         raise _err(path, "analysis.x", f"expected a metric name or 'step', got {x!r}")
-    return tuple(metrics), x
+    n_boot = a.get("bootstrap", DEFAULT_BOOTSTRAP)
+    if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 0:
+        raise _err(path, "analysis.bootstrap", f"expected a whole number of resamples >= 0, got {n_boot!r}")
+    return tuple(metrics), x, n_boot
 
 
 def resolve_spec_path(path: str | Path) -> Path:
