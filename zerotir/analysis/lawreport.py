@@ -85,11 +85,12 @@ def law_blocks(res: LawResult, plots: Path, out: Path) -> list[tuple]:
     for fi, fam in enumerate(res.families):
         blocks.append(("h", 3, f"Across sizes: {fam.label}"))
         ns = ", ".join(fmt(g.n_params) for g in fam.groups)
-        blocks.append(("p", f"Sizes N = {ns}. A(N): with ≥ 4 sizes the better fit of A_inf − k·(N/N0)^−alpha "
-                            "(saturating) and R0(N) + (A_inf − R0(N)) / (1 + (N_c/N)^beta) (emergence), else "
-                            "a + b·ln(N/N0). C_mid(N) = c·(N/N0)^gamma and B (geometric mean) from the sizes that "
-                            "learned (their fitted rise exceeds twice the fit's RMSE); R0(N) = r + s·ln(N/N0). CIs from the sizes' seed-bootstrap "
-                            "draws, refitted draw by draw."))
+        blocks.append(("p", f"Sizes N = {ns}. A(N), with ≥ 4 sizes: A_inf − k·(N/N0)^−alpha (saturating) when "
+                            "every size learned, R0(N) + (A_inf − R0(N)) / (1 + (N_c/N)^beta) (emergence) when some "
+                            "did not; with fewer, a + b·ln(N/N0). C_mid(N) = c·(N/N0)^gamma and B (geometric mean) "
+                            "from the sizes that learned (their fitted rise exceeds twice the fit's RMSE); "
+                            "R0(N) = r + s·ln(N/N0). CIs from the sizes' seed-bootstrap draws, refitted draw by "
+                            "draw."))
         rows = []
         for m, sf in fam.cross.items():
             if not sf.ok:

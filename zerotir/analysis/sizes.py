@@ -16,9 +16,10 @@ Each size's runs give a sigmoid (R0, A, C_mid, B) with seed-bootstrap draws (`si
 
     R(N, C) = R0(N) + (A(N) − R0(N)) / (1 + (C_mid(N)/C)^B)
 
-A size **learned** when its curve rose by more than its noise (`learned`): a size whose curve never rose has no point of half
-gain, so its C_mid and B are whatever the optimiser stopped at (in the toy study toy-0.1m's accuracy has C_mid
-2e8 and B = 10, a bound). Such sizes still inform A(N) (their ceiling is their start) and R0(N), not C_mid(N) or B.
+A size **learned** when its curve rose by more than its noise (`learned`): a size whose curve never rose has no
+point of half gain, so its C_mid and B are whatever the optimiser stopped at (in the toy study toy-0.1m's accuracy
+has C_mid 2e8 and B = 10, a bound). Such sizes still inform A(N) (their ceiling is their start) and R0(N), not
+C_mid(N) or B.
 
 N0 (the pivot) is the power of ten nearest the sizes' geometric mean: k and c are then the gap and the C_mid at a
 size inside the data, nearly uncorrelated with the exponents (with N0 = 1 they trade off along a ridge).
@@ -42,7 +43,6 @@ CROSS_PARAMS = ("A_inf", "k", "alpha", "N_c", "beta", "a", "b", "c", "gamma", "r
 """All cross-size parameters; A(N) uses (A_inf, k, alpha), (A_inf, N_c, beta) or (a, b) depending on `a_law`."""
 LOG_CROSS = ("c", "B", "N_c", "beta")
 """Parameters whose CIs are stretched in log space."""
-A_LAWS = ("saturating", "emergence", "loglinear")
 BETA_RANGE = (0.3, 10.0)
 """Search range of the emergence law's steepness (10: a step between two sizes, as in sigmoid.B_RANGE)."""
 
@@ -55,7 +55,8 @@ class SizeFit:
     sizes: list[float] = field(default_factory=list)
     """N of each size fitted, ascending."""
     a_law: str = ""
-    """'saturating' (A_inf − k·N^−alpha), 'emergence' (logistic in log N above R0(N)) or 'loglinear' (a + b·log N)."""
+    """'saturating' (A_inf − k·N^−alpha), 'emergence' (logistic in log N above R0(N)) or 'loglinear'
+    (a + b·log N)."""
     learned: list[float] = field(default_factory=list)
     """N of the sizes whose curve rose (`learned`): the ones C_mid(N) and B are fitted to."""
     params: dict[str, float] = field(default_factory=dict)
