@@ -101,6 +101,27 @@ def test_arms_table_separates_a_real_difference_from_noise():
         arms_table(runs, baseline="nope")
 
 
+def test_extra_metrics_get_a_final_column():
+    """A metric outside the fixed columns (an extra eval set's accuracy) gets `final <metric>`: per seed the mean of
+    its last two evals, compared with the baseline like the rest; the fixed metrics are not repeated."""
+    runs = []
+    for arm, ood in (("seed", [0.0, 0.0, 0.1, 0.1]), ("curriculum=varied,seed", [0.0, 0.2, 0.5, 0.6])):
+        for i, d in enumerate([0.0, 0.02, -0.02]):
+            r = _run(f"{arm}={i}", [0.0, 0.3, 0.6, 0.6])
+            r.series["eval/ood-wording/accuracy"] = dict(zip([0.0, 4.0, 8.0, 12.0], [v + d for v in ood]))
+            runs.append(r)
+    t = arms_table(runs, extra=("eval/ood-wording/accuracy", "eval/accuracy"))
+    assert [c[0] for c in t["columns"]][-1] == "final:eval/ood-wording/accuracy"
+    assert sum(c[0].startswith("final:") for c in t["columns"]) == 1      # eval/accuracy is final_accuracy already
+    base, varied = t["arms"]
+    assert base["seeds"][1]["final:eval/ood-wording/accuracy"] == pytest.approx(0.12)   # mean(0.12, 0.12)
+    assert varied["final:eval/ood-wording/accuracy"]["mean"] == pytest.approx(0.55)     # mean(0.5, 0.6), seeds ±d
+    v = varied["vs_baseline"]["final:eval/ood-wording/accuracy"]
+    assert v["diff"] == pytest.approx(0.45) and v["verdict"] == "differs"
+    assert varied["vs_baseline"]["final_accuracy"]["verdict"] == "within noise"
+    assert "final eval/ood-wording/accuracy" in render_markdown(t)
+
+
 def test_analyze_arms_cli_on_run_dirs(tmp_path):
     from analysis_synth import write_run
 

@@ -9,7 +9,9 @@ seed, from its metrics.jsonl:
 - accuracy at the common budget: held-out accuracy interpolated at the smallest final compute/flops of all runs,
   so an arm that samples more per step (roc's oversampling) is read where the others are, not after more compute;
 - final code ratio, tool-error share of executed code and response length, each the mean of the last two evals;
-- wall seconds per step: compute/seconds at the last step divided by the last step.
+- wall seconds per step: compute/seconds at the last step divided by the last step;
+- the final value (mean of the last two evals) of any other metric asked for (`extra`, e.g.
+  eval/ood-wording/accuracy from `data.eval_extra`), as a column `final <metric>`.
 
 Across seeds: the mean and a t-interval. Against the baseline arm: the difference of means with a Welch interval
 and p-value; a difference counts only when its 95% interval excludes 0 ("within noise" otherwise). With 3 seeds
@@ -45,6 +47,12 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("seconds_per_step", "wall s/step"),
 )
 """(per-seed statistic, column title), in table order."""
+
+
+def columns(extra: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...]:
+    """COLUMNS plus a `final <metric>` column per extra metric that COLUMNS does not already cover."""
+    fixed = (ACC, CODE, TOOL_ERR, LENGTH)
+    return COLUMNS + tuple((f"final:{m}", f"final {m}") for m in dict.fromkeys(extra) if m not in fixed)
 
 
 def arm_name(run_name: str) -> str:
@@ -89,9 +97,9 @@ def common_budget(runs: list[Run]) -> float | None:
     return min(finals) if finals else None
 
 
-def seed_stats(run: Run, budget: float | None = None) -> dict[str, float | None]:
-    """One run's row of statistics (the keys of COLUMNS); None where the run does not log what a statistic needs.
-    `budget`: the compute/flops at which `accuracy_at_budget` is read (linear between evals)."""
+def seed_stats(run: Run, budget: float | None = None, extra: tuple[str, ...] = ()) -> dict[str, float | None]:
+    """One run's row of statistics (the keys of `columns(extra)`); None where the run does not log what a statistic
+    needs. `budget`: the compute/flops at which `accuracy_at_budget` is read (linear between evals)."""
     acc = run.series.get(ACC, {})
     flops = run.series.get(FLOPS, {})
     steps = sorted(k for k in acc if k in flops)
@@ -100,9 +108,11 @@ def seed_stats(run: Run, budget: float | None = None) -> dict[str, float | None]
     at_budget = float(np.interp(budget, xs, ys)) if steps and budget is not None and budget <= xs[-1] else None
     secs = run.series.get(SECONDS, {})
     last = max(secs) if secs else 0
-    return {"final_accuracy": _last_two(run, ACC), "accuracy_at_budget": at_budget, "half_gain_flops": half,
-            "code_ratio": _last_two(run, CODE), "tool_error_share": _last_two(run, TOOL_ERR),
-            "response_tokens": _last_two(run, LENGTH), "seconds_per_step": secs[last] / last if last > 0 else None}
+    row = {"final_accuracy": _last_two(run, ACC), "accuracy_at_budget": at_budget, "half_gain_flops": half,
+           "code_ratio": _last_two(run, CODE), "tool_error_share": _last_two(run, TOOL_ERR),
+           "response_tokens": _last_two(run, LENGTH), "seconds_per_step": secs[last] / last if last > 0 else None}
+    row.update({key: _last_two(run, key[len("final:"):]) for key, _ in columns(extra) if key.startswith("final:")})
+    return row
 
 
 def welch_diff(base: list[float], arm: list[float], level: float = 0.95) -> dict:
@@ -133,22 +143,25 @@ class Arm:
         return [float(s[key]) for s in self.per_seed if s.get(key) is not None]
 
 
-def group_arms(runs: list[Run]) -> list[Arm]:
+def group_arms(runs: list[Run], extra: tuple[str, ...] = ()) -> list[Arm]:
     """Runs grouped by arm name, baseline first, then in name order; each with its per-seed statistics."""
     arms: dict[str, Arm] = {}
     for r in sorted(runs, key=lambda r: r.name):
         arms.setdefault(arm_name(r.name), Arm(arm_name(r.name), [])).runs.append(r)
     budget = common_budget(runs)
     for a in arms.values():
-        a.per_seed = [seed_stats(r, budget) for r in a.runs]
+        a.per_seed = [seed_stats(r, budget, extra) for r in a.runs]
     return sorted(arms.values(), key=lambda a: (a.name != BASELINE, a.name))
 
 
-def arms_table(runs: list[Run], baseline: str = BASELINE, arms: list[Arm] | None = None) -> dict:
-    """{'baseline', 'common_flops_budget', 'arms': [{'name', 'n', 'seeds': [...], '<stat>': {'mean','lo','hi'},
-    'vs_baseline': {'<stat>': welch_diff + 'verdict'}}]} (`arms`: group_arms(runs) when already computed); raises
-    ValueError naming the arms when `baseline` is not one of them."""
-    arms = arms if arms is not None else group_arms(runs)
+def arms_table(runs: list[Run], baseline: str = BASELINE, arms: list[Arm] | None = None,
+               extra: tuple[str, ...] = ()) -> dict:
+    """{'baseline', 'common_flops_budget', 'columns', 'arms': [{'name', 'n', 'seeds': [...], '<stat>': {'mean','lo',
+    'hi'}, 'vs_baseline': {'<stat>': welch_diff + 'verdict'}}]} (`arms`: group_arms(runs, extra) when already
+    computed; `extra`: metrics for `final <metric>` columns); raises ValueError naming the arms when `baseline` is
+    not one of them."""
+    arms = arms if arms is not None else group_arms(runs, extra)
+    cols = columns(extra)
     names = [a.name for a in arms]
     if baseline not in names:
         raise ValueError(f"baseline arm {baseline!r} not among the arms: {', '.join(names) or 'none'}")
@@ -156,7 +169,7 @@ def arms_table(runs: list[Run], baseline: str = BASELINE, arms: list[Arm] | None
     out = []
     for a in arms:
         row: dict = {"name": a.name, "n": len(a.runs), "seeds": a.per_seed, "vs_baseline": {}}
-        for key, _ in COLUMNS:
+        for key, _ in cols:
             m, lo, hi = mean_ci(a.values(key))
             row[key] = {"mean": m, "lo": lo, "hi": hi}
             if a is not base:
@@ -164,7 +177,8 @@ def arms_table(runs: list[Run], baseline: str = BASELINE, arms: list[Arm] | None
                 sig = w["lo"] is not None and (w["lo"] > 0 or w["hi"] < 0)
                 row["vs_baseline"][key] = {**w, "verdict": "differs" if sig else "within noise"}
         out.append(row)
-    return {"baseline": baseline, "common_flops_budget": common_budget(runs), "arms": out}
+    return {"baseline": baseline, "common_flops_budget": common_budget(runs), "columns": [list(c) for c in cols],
+            "arms": out}
 
 
 def _f(v: float | None) -> str:
@@ -175,23 +189,24 @@ def _f(v: float | None) -> str:
 
 def render_markdown(table: dict) -> str:
     """The arms table (mean [95% CI] per column) and the differences from the baseline (Δ [95% CI], verdict)."""
+    cols = [tuple(c) for c in table.get("columns", COLUMNS)]
     lines = [f"Common budget: {_f(table.get('common_flops_budget'))} FLOPs.", "",
-             "| arm | seeds | " + " | ".join(t for _, t in COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS)]
+             "| arm | seeds | " + " | ".join(t for _, t in cols) + " |", "|---|---:|" + "---:|" * len(cols)]
     for a in table["arms"]:
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in cols:
             c = a[key]
             ci = f" [{_f(c['lo'])}, {_f(c['hi'])}]" if c["lo"] is not None else ""
             cells.append(_f(c["mean"]) + ci)
         lines.append(f"| {a['name']} | {a['n']} | " + " | ".join(cells) + " |")
     lines += ["", f"Differences from `{table['baseline']}` (arm − baseline, Welch 95% interval; **bold** where the "
                   "interval excludes 0):", "",
-              "| arm | " + " | ".join(t for _, t in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+              "| arm | " + " | ".join(t for _, t in cols) + " |", "|---|" + "---:|" * len(cols)]
     for a in table["arms"]:
         if not a["vs_baseline"]:
             continue
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in cols:
             w = a["vs_baseline"][key]
             if w["diff"] is None:
                 cells.append("–")
@@ -209,15 +224,16 @@ PLOT_METRICS: tuple[str, ...] = (ACC, CODE, TOOL_ERR, LENGTH)
 def write_arms(runs: list[Run], out_dir: str | Path, baseline: str = BASELINE,
                plot_metrics: tuple[str, ...] = PLOT_METRICS) -> Path:
     """Write arms.md, arms.json and one plot per metric of `plot_metrics` (arms as seed bands vs step: every arm has
-    the same steps, while its seeds' FLOPs differ, so bands are drawn on the step axis) into `out_dir`."""
+    the same steps, while its seeds' FLOPs differ, so bands are drawn on the step axis) into `out_dir`; metrics
+    beyond the fixed columns get a `final <metric>` column too."""
     import json
 
     from zerotir.analysis.plots import plot_compare
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    arms = group_arms(runs)
-    table = arms_table(runs, baseline, arms)
+    arms = group_arms(runs, plot_metrics)
+    table = arms_table(runs, baseline, arms, plot_metrics)
     (out / "arms.json").write_text(json.dumps(table, indent=1))
     md = [f"# Arms vs `{baseline}`", "", render_markdown(table)]
     groups = [Group(label=a.name, runs=a.runs) for a in arms]
