@@ -148,6 +148,8 @@ def test_snippet_mix_balances_code_practice_and_is_opt_in():
     assert len(variants) == 3 and not variants & {spec_hash(s) for s in BASE_SIZES.values()}
     boosted = BASE_VARIANTS["toy-0.8m-boosted"].corpus     # multiplication keeps its share of all documents
     assert boosted.snippet_share * boosted.snippet_mix["mul"] == pytest.approx(0.25 * DEFAULT_MIX["mul"])
+    with pytest.raises(ValueError, match=r"CorpusSpec.snippet_mix.*got \{\}"):   # empty is an error, not the default
+        build_corpus(CorpusSpec(n_docs=1, snippet_mix={}))
     with pytest.raises(ValueError, match="CorpusSpec.snippet_mix.*'muls'"):
         build_corpus(CorpusSpec(n_docs=1, snippet_mix={"muls": 1.0}))
     with pytest.raises(ValueError, match="CorpusSpec.mix"):

@@ -49,10 +49,14 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 """(per-seed statistic, column title), in table order."""
 
 
+def _extra_metrics(extra: tuple[str, ...]) -> list[str]:
+    """The metrics of `extra` that COLUMNS does not already cover, once each, in order."""
+    return [m for m in dict.fromkeys(extra) if m not in (ACC, CODE, TOOL_ERR, LENGTH)]
+
+
 def columns(extra: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...]:
     """COLUMNS plus a `final <metric>` column per extra metric that COLUMNS does not already cover."""
-    fixed = (ACC, CODE, TOOL_ERR, LENGTH)
-    return COLUMNS + tuple((f"final:{m}", f"final {m}") for m in dict.fromkeys(extra) if m not in fixed)
+    return COLUMNS + tuple((f"final:{m}", f"final {m}") for m in _extra_metrics(extra))
 
 
 def arm_name(run_name: str) -> str:
@@ -111,7 +115,7 @@ def seed_stats(run: Run, budget: float | None = None, extra: tuple[str, ...] = (
     row = {"final_accuracy": _last_two(run, ACC), "accuracy_at_budget": at_budget, "half_gain_flops": half,
            "code_ratio": _last_two(run, CODE), "tool_error_share": _last_two(run, TOOL_ERR),
            "response_tokens": _last_two(run, LENGTH), "seconds_per_step": secs[last] / last if last > 0 else None}
-    row.update({key: _last_two(run, key[len("final:"):]) for key, _ in columns(extra) if key.startswith("final:")})
+    row.update({f"final:{m}": _last_two(run, m) for m in _extra_metrics(extra)})
     return row
 
 
@@ -189,7 +193,7 @@ def _f(v: float | None) -> str:
 
 def render_markdown(table: dict) -> str:
     """The arms table (mean [95% CI] per column) and the differences from the baseline (Δ [95% CI], verdict)."""
-    cols = [tuple(c) for c in table.get("columns", COLUMNS)]
+    cols = [tuple(c) for c in table["columns"]]
     lines = [f"Common budget: {_f(table.get('common_flops_budget'))} FLOPs.", "",
              "| arm | seeds | " + " | ".join(t for _, t in cols) + " |", "|---|---:|" + "---:|" * len(cols)]
     for a in table["arms"]:

@@ -188,7 +188,7 @@ def plot_sigmoid_family(fam, metrics: list[str], x: str, path: Path) -> Path:
 def plot_cross_size(fam, metrics: list[str], path: Path) -> Path:
     """A(N) (log N) and C_mid(N) (log-log) per metric: the sizes' fits with 95% CIs (open markers: sizes that did
     not learn, left out of C_mid(N)) and the cross-size law."""
-    from zerotir.analysis.sizes import law_at
+    from zerotir.analysis.sizes import law_at, learned
 
     fig, axes = plt.subplots(2, len(metrics), figsize=(4.4 * len(metrics), 6.4), squeeze=False)
     for j, m in enumerate(metrics):
@@ -204,7 +204,7 @@ def plot_cross_size(fam, metrics: list[str], path: Path) -> Path:
             v = np.array([g.fits[m].params[key] for g in members])
             ci = [g.fits[m].ci.get(key, [np.nan, np.nan]) for g in members]
             err = np.abs(np.array([[v[i] - c[0], c[1] - v[i]] for i, c in enumerate(ci)]).T)
-            rose = np.array([sf is None or not sf.learned or k in sf.learned for k in n])
+            rose = np.array([learned(g.fits[m]) for g in members])
             for sel, face in ((rose, "k"), (~rose, "none")):  # open: no gain, so its C_mid and B are not fitted
                 if sel.any():
                     ax.errorbar(n[sel], v[sel], yerr=np.where(np.isfinite(err), err, 0)[:, sel], fmt="o", color="k",

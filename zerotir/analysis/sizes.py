@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zerotir.analysis import sigmoid as sg
-from zerotir.analysis.fits import _clean, fit_law
+from zerotir.analysis.fits import LAWS, _clean, fit_law
 
 CROSS_PARAMS = ("A_inf", "k", "alpha", "N_c", "beta", "a", "b", "c", "gamma", "r", "s", "B", "N0")
 """All cross-size parameters; A(N) uses (A_inf, k, alpha), (A_inf, N_c, beta) or (a, b) depending on `a_law`."""
@@ -84,13 +84,8 @@ def _stretch(est: float, lo: float, hi: float, widen: float, log: bool) -> list[
 def learned(f: sg.SigmoidFit) -> bool:
     """The size's curve moved: its fitted rise within the compute reached (`SigmoidFit.rise`) exceeds twice the
     fit's RMSE (the noise of one eval point). Not A − R0, which may be an extrapolation, nor A's CI, which the
-    small-sample widening makes span everything with 2 seeds. Without a rise: A's CI excludes R0."""
-    if math.isfinite(f.rise) and math.isfinite(f.rmse):
-        return abs(f.rise) > 2 * f.rmse
-    a, r0, ci = f.params.get("A", math.nan), f.params.get("R0", math.nan), f.ci.get("A")
-    if ci and all(math.isfinite(v) for v in ci):
-        return not (ci[0] <= r0 <= ci[1])
-    return math.isfinite(a) and math.isfinite(r0) and a != r0
+    small-sample widening makes span everything with 2 seeds. A fit that is not ok has no rise: False."""
+    return f.ok and math.isfinite(f.rise) and abs(f.rise) > 2 * f.rmse
 
 
 def _emergence_fit(u: np.ndarray, A: np.ndarray, r0: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -136,8 +131,7 @@ def _a_fit(law: str, u: np.ndarray, A: np.ndarray, r0: np.ndarray) -> tuple[dict
         return None
     out = ({"A_inf": float(pa[0]), "k": float(pa[1]), "alpha": float(pa[2])} if law == "saturating"
            else {"a": float(pa[0]), "b": float(pa[1])})
-    pred = out["A_inf"] - out["k"] * u ** (-out["alpha"]) if law == "saturating" else out["a"] + out["b"] * np.log(u)
-    return out, float(np.sum((pred - A) ** 2))
+    return out, float(np.sum((LAWS[law].fn(u, *pa) - A) ** 2))
 
 
 def fit_cross(ns, params: list[dict[str, float]], n0: float | None = None, law: str | None = None,

@@ -106,7 +106,8 @@ def build_corpus(spec: CorpusSpec) -> list[str]:
     """The documents (without EOS), in a seeded order."""
     if spec.wordings not in ("fixed", "varied"):
         raise ValueError(f"CorpusSpec.wordings: expected 'fixed' or 'varied', got {spec.wordings!r}")
-    for name, mix in (("mix", spec.mix), ("snippet_mix", spec.snippet_mix or spec.mix)):
+    snippet_mix = spec.mix if spec.snippet_mix is None else spec.snippet_mix
+    for name, mix in (("mix", spec.mix), ("snippet_mix", snippet_mix)):
         unknown = sorted(set(mix) - set(GENERATORS))
         if unknown or not mix or any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
             raise ValueError(f"CorpusSpec.{name}: expected task kinds from {sorted(GENERATORS)} with weights >= 0 "
@@ -117,7 +118,7 @@ def build_corpus(spec: CorpusSpec) -> list[str]:
     docs = []
     for _ in range(spec.n_docs):
         if rng.random() < spec.snippet_share:
-            docs.append(snippet(_draw(rng, spec.snippet_mix or spec.mix, spec.snippet_levels, reserved)))
+            docs.append(snippet(_draw(rng, snippet_mix, spec.snippet_levels, reserved)))
             continue
         t = _draw(rng, spec.mix, spec.qa_levels, reserved)
         if spec.wordings == "varied":
