@@ -114,6 +114,28 @@ def test_varied_curriculum_is_opt_in_and_keeps_the_held_out_phrasings_out():
     assert not ood & {p.prompt for p in toy_problems("train-varied")}
 
 
+def test_diverse_wordings_ask_many_ways_and_never_a_held_out_one():
+    from zerotir.toy.tasks import DIVERSE_LEADS, DIVERSE_WORDINGS, WORDINGS, reworded, sample_task
+
+    diverse = build_corpus(CorpusSpec(n_docs=3000, wordings="diverse"))
+    questions = [d.split("\nA: ")[0][len("Q: "):] for d in diverse if d.startswith("Q: ")]
+    assert len(set(q.split()[0] for q in questions)) >= 12  # lead-ins and phrasings: many first words
+    assert any(q.startswith("Please, what is ") for q in questions)  # lower case after a lead-in's comma
+    for w in WORDINGS:
+        words = [part for part in w.split("{e}") if part.strip(" .?=")]
+        assert not any(part in doc for part in words for doc in diverse), w
+    assert not {w.split("{e}")[0] for w in WORDINGS if w.split("{e}")[0]} & {w.split("{e}")[0] for w in DIVERSE_WORDINGS}
+    assert len(DIVERSE_WORDINGS) * len(DIVERSE_LEADS) == 140
+    # the RL split: train's problems and answers; 'train-varied' is unchanged by the diverse option
+    train, td = toy_problems("train")[:500], toy_problems("train-diverse")[:500]
+    assert [p.answer for p in td] == [p.answer for p in train]
+    assert len({p.prompt.split()[0] for p in td}) >= 12
+    assert not {p.prompt for p in toy_problems("ood-wording")} & {p.prompt for p in toy_problems("train-diverse")}
+    t = sample_task(random.Random(0))
+    with pytest.raises(ValueError, match="wordings"):
+        reworded(t, random.Random(0), "fancy")
+
+
 def _snippet_kind(doc: str) -> str:
     """A snippet's task kind, read from its canonical code (zerotir.toy.tasks' generators)."""
     code = doc.split(CODE_OPEN)[1].split(CODE_CLOSE)[0]

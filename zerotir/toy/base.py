@@ -108,6 +108,11 @@ BASE_VARIANTS: dict[str, BaseSpec] = {
                                  corpus=CorpusSpec(snippet_share=0.4,
                                                    snippet_mix={k: (0.28125 if k == "mul" else 0.71875 / 8)
                                                                 for k in uniform_mix()})),
+    # toy-0.8m with the diverse curriculum (CorpusSpec.wordings='diverse'): its Q/A questions asked 140 ways (a
+    # lead-in times a phrasing), so the expression to copy sits at many positions; RL it on `toy:train-diverse`.
+    # The varied curriculum's 6 phrasings lifted unseen phrasings from 0.00 to 0.16 (3 seeds), short of 0.5.
+    "toy-0.8m-diverse": BaseSpec(hidden=128, layers=4, heads=4, intermediate=352, steps=900, lr=3e-3,
+                                 corpus=CorpusSpec(wordings="diverse")),
 }
 """Bases outside the size family (another corpus at a family size), resolved by name like the sizes."""
 

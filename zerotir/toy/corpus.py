@@ -47,8 +47,9 @@ class CorpusSpec:
     seed: int = 0
     wordings: str = "fixed"
     """'fixed': every Q/A question as the task asks it ('What is X?'); 'varied': each in one of
-    zerotir.toy.tasks.TRAIN_WORDINGS, so copying the numbers does not hang on one phrasing (the held-out
-    tasks.WORDINGS never appear either way)."""
+    zerotir.toy.tasks.TRAIN_WORDINGS, so copying the numbers does not hang on one phrasing; 'diverse': a lead-in
+    times a phrasing (tasks.DIVERSE_WORDINGS × DIVERSE_LEADS, 140 ways), so the expression sits at many positions
+    (the held-out tasks.WORDINGS never appear in any)."""
 
 
 def plausible_wrong(answer: int, rng: random.Random) -> int:
@@ -104,8 +105,8 @@ def _draw(rng: random.Random, mix: dict[str, float], levels: dict[int, float], r
 
 def build_corpus(spec: CorpusSpec) -> list[str]:
     """The documents (without EOS), in a seeded order."""
-    if spec.wordings not in ("fixed", "varied"):
-        raise ValueError(f"CorpusSpec.wordings: expected 'fixed' or 'varied', got {spec.wordings!r}")
+    if spec.wordings not in ("fixed", "varied", "diverse"):
+        raise ValueError(f"CorpusSpec.wordings: expected 'fixed', 'varied' or 'diverse', got {spec.wordings!r}")
     snippet_mix = spec.mix if spec.snippet_mix is None else spec.snippet_mix
     for name, mix in (("mix", spec.mix), ("snippet_mix", snippet_mix)):
         unknown = sorted(set(mix) - set(GENERATORS))
@@ -121,8 +122,8 @@ def build_corpus(spec: CorpusSpec) -> list[str]:
             docs.append(snippet(_draw(rng, snippet_mix, spec.snippet_levels, reserved)))
             continue
         t = _draw(rng, spec.mix, spec.qa_levels, reserved)
-        if spec.wordings == "varied":
-            t = reworded(t, words, held_out=False)
+        if spec.wordings != "fixed":
+            t = reworded(t, words, spec.wordings)
         if rng.random() < spec.code_solution_share:
             docs.append(qa(t, code_solution(t)))
         else:

@@ -178,17 +178,45 @@ TRAIN_LIN_WORDINGS: tuple[str, ...] = ("Solve {eq} for x.", "If {eq}, what is x?
 TRAIN_BASE_WORDINGS: tuple[str, ...] = ("What is binary {s} in decimal?", "Read binary {s} as a decimal number.")
 
 
-def reworded(t: Task, rng: random.Random, held_out: bool = True) -> Task:
-    """The same task (answer, expr, code) asked in a held-out phrasing (WORDINGS …), or with `held_out=False` in one
-    of the varied curriculum's training phrasings (TRAIN_WORDINGS …, the original among them)."""
+DIVERSE_WORDINGS: tuple[str, ...] = TRAIN_WORDINGS + (
+    "Determine {e}.", "What do you get for {e}?", "{e} is what?", "Report {e}.", "I need {e}.", "What's {e}?",
+    "Give the result of {e}.", "Say what {e} is.")
+DIVERSE_LEADS: tuple[str, ...] = ("", "Please, ", "Now, ", "Question: ", "Next: ", "One more: ", "Try this: ",
+                                  "Quick one: ", "Here is a task. ", "Help me out. ")
+"""The diverse curriculum (`train-diverse`, CorpusSpec.wordings='diverse'): a lead-in times a phrasing, 140 ways to
+ask 'What is X?' that put the expression at many positions (lin and base: their training phrasings with the same
+lead-ins); disjoint from WORDINGS, which stay held out."""
+
+WORDING_SETS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "held-out": (WORDINGS, LIN_WORDINGS, BASE_WORDINGS, ("",)),
+    "varied": (TRAIN_WORDINGS, TRAIN_LIN_WORDINGS, TRAIN_BASE_WORDINGS, ("",)),
+    "diverse": (DIVERSE_WORDINGS, TRAIN_LIN_WORDINGS, TRAIN_BASE_WORDINGS, DIVERSE_LEADS),
+}
+"""name → (phrasings of 'What is {e}?', of lin's 'Solve {eq} for x.', of base's question, lead-ins)."""
+
+
+def _lead(lead: str, question: str) -> str:
+    """'Please, ' + 'What is 3*4?' → 'Please, what is 3*4?' (after a comma the phrasing goes on in lower case)."""
+    if lead.endswith(", ") and question[:1].isupper() and not question.startswith("I "):
+        question = question[0].lower() + question[1:]
+    return lead + question
+
+
+def reworded(t: Task, rng: random.Random, wordings: str = "held-out") -> Task:
+    """The same task (answer, expr, code) asked in a phrasing of WORDING_SETS[wordings]: 'held-out' (WORDINGS …,
+    for `ood-wording`), or a training curriculum's ('varied', 'diverse'; the original phrasing among them)."""
+    if wordings not in WORDING_SETS:
+        raise ValueError(f"wordings: expected one of {sorted(WORDING_SETS)}, got {wordings!r}")
+    plain, lin, base, leads = WORDING_SETS[wordings]
+    lead = rng.choice(leads) if len(leads) > 1 else leads[0]  # one-lead sets draw exactly as before
     if t.kind == "lin":
         eq = t.prompt[len("Solve "):-len(" for x.")]
-        prompt = rng.choice(LIN_WORDINGS if held_out else TRAIN_LIN_WORDINGS).format(eq=eq)
+        prompt = rng.choice(lin).format(eq=eq)
     elif t.kind == "base":
-        prompt = rng.choice(BASE_WORDINGS if held_out else TRAIN_BASE_WORDINGS).format(s=t.expr[2:])
+        prompt = rng.choice(base).format(s=t.expr[2:])
     else:
-        prompt = rng.choice(WORDINGS if held_out else TRAIN_WORDINGS).format(e=t.prompt[len("What is "):-1])
-    return Task(t.kind, t.level, prompt, t.answer, t.expr, t.code)
+        prompt = rng.choice(plain).format(e=t.prompt[len("What is "):-1])
+    return Task(t.kind, t.level, _lead(lead, prompt), t.answer, t.expr, t.code)
 
 
 def sample_task(rng: random.Random, mix: dict[str, float] | None = None, easy_share: float = EASY_SHARE,
@@ -244,17 +272,18 @@ def _rg_problems(name: str, n: int, seed: int) -> list[Problem]:
 
 
 def toy_problems(split: str, seed: int = 0) -> list[Problem]:
-    """Problems of a toy split: 'train' / 'train-varied' (seeded by `seed`), 'heldout' / 'easy' / 'hard' /
+    """Problems of a toy split: 'train' / 'train-varied' / 'train-diverse' (seeded by `seed`), 'heldout' / 'easy' /
+    'hard' /
     'ood-wording' / 'ood-size' (fixed, seed ignored), 'rg-<reasoning-gym dataset>' (256 problems, seeded)."""
-    if split in ("train", "train-varied"):
+    if split in ("train", "train-varied", "train-diverse"):
         reserved = _reserved_prompts()
         rng = random.Random(f"train-{seed}")
-        words = random.Random(f"train-varied-{seed}")
+        words = random.Random(f"{split}-{seed}")
         out = []
         while len(out) < SPLIT_SIZES["train"]:
             t = sample_task(rng)
-            if t.prompt not in reserved:  # the same problems as 'train'; 'train-varied' rewords them
-                out.append(_to_problem(reworded(t, words, held_out=False) if split == "train-varied" else t,
+            if t.prompt not in reserved:  # the same problems as 'train'; 'train-varied' / '-diverse' reword them
+                out.append(_to_problem(reworded(t, words, split[len("train-"):]) if split != "train" else t,
                                        split, len(out)))
         return out
     if split == "ood-size":
@@ -273,7 +302,7 @@ def toy_problems(split: str, seed: int = 0) -> list[Problem]:
         return [_to_problem(reworded(t, rng), split, i) for i, t in enumerate(tasks)]
     if split.startswith("rg-"):
         return _rg_problems(split[3:], 256, seed)
-    raise ValueError(f"unknown toy split '{split}' (train, train-varied, heldout, easy, hard, ood-wording, ood-size, "
+    raise ValueError(f"unknown toy split '{split}' (train, train-varied, train-diverse, heldout, easy, hard, ood-wording, ood-size, "
                      "rg-<reasoning-gym dataset>)")
 
 
