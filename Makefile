@@ -35,15 +35,16 @@ demo: setup
 	$(VENV)/bin/zerotir demo
 
 # Lint first (unused/undefined names, bugbear; config in pyproject.toml): it takes a second and fails early.
-# Tests run on TEST_WORKERS pytest-xdist workers (0 = in this process); tests/conftest.py keeps the sandbox and Ray
-# files on one worker and gives each worker its share of the cores.
+# Tests run on TEST_WORKERS pytest-xdist workers (0 = in this process), one test file per unit of work, handed out in
+# the order tests/conftest.py sets (sandbox files first, heavy files next; --no-loadscope-reorder keeps it); the
+# conftest also gives each worker its share of the cores.
 TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m ruff check zerotir tests bench
-	$(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-slow: setup
-	ZEROTIR_SLOW=1 $(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadgroup
+	ZEROTIR_SLOW=1 $(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # bench/train_step.py runs TRL's GRPOTrainer side by side with ours: the `bench` extra brings it.
 bench: setup

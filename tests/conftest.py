@@ -21,6 +21,7 @@ def pytest_configure(config):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks added here
 def pytest_collection_modifyitems(config, items):
     run_slow = os.environ.get("ZEROTIR_SLOW") == "1"
     try:
@@ -36,23 +37,32 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(skip_gpu)
-    # Tests that start a Ray cluster from this process run last: after ray.shutdown() its driver keeps threads and
-    # sockets here, and the sandbox tests' descriptor-leak checks count every descriptor of the process.
-    # Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), one worker runs the SERIAL_PREFIXES files, in
-    # this order and first (the longest unit of work: started last it would be the run's tail); every other file is
-    # one unit of work (its module fixtures are built once).
+    # Order: the sandbox files first, then the heavy files (longest first), then the rest. Every file is one unit
+    # of work under pytest-xdist (`make test`: `-n 2 --dist loadgroup --no-loadscope-reorder`, so units go out in
+    # this order and each worker runs its units in it). Why the sandbox first: its descriptor and process census
+    # counts everything its process holds, and a Ray driver (started or imported by later files) keeps threads and
+    # sockets after ray.shutdown(); first on every worker, the census never sees them. Heavy files early keep a long
+    # unit from being the run's tail.
     root = Path(__file__).resolve().parent
-    serial = {item: item.path.resolve().relative_to(root).as_posix().startswith(SERIAL_PREFIXES) for item in items}
-    items.sort(key=lambda item: (not serial[item], item.path.parent.name == "distributed"))
+    rel = {item: item.path.resolve().relative_to(root).as_posix() for item in items}
+
+    def rank(item) -> tuple[int, int]:
+        if rel[item].startswith("sandbox/"):
+            return (0, 0)
+        if rel[item] in HEAVY_FIRST:
+            return (1, HEAVY_FIRST.index(rel[item]))
+        return (2, 0)
+
+    items.sort(key=rank)  # stable: collection order within each rank
     for item in items:
-        rel = item.path.resolve().relative_to(root).as_posix()
-        item.add_marker(pytest.mark.xdist_group("serial" if serial[item] else rel))
+        item.add_marker(pytest.mark.xdist_group(rel[item]))
 
 
-SERIAL_PREFIXES = ("sandbox/", "distributed/", "study/test_study_ray.py", "unit/test_first_hour.py")
-"""Test files that share one xdist worker, in collection order: the sandbox's descriptor and process census (which
-counts everything its process holds) and the files that start or import Ray in-process (Ray's driver keeps threads
-and sockets after shutdown)."""
+HEAVY_FIRST = ("study/test_study_integration.py", "train/test_train_integration.py", "distributed/test_fsdp.py",
+               "unit/test_first_hour.py", "distributed/test_ray_learners.py", "analysis/test_analysis_study.py",
+               "models/test_gguf_import.py", "toy/test_demo_integration.py")
+"""The test files that took longest (each 30-110 s of one worker, measured 2026-11-30), longest first: a scheduling
+hint only (it changes when a file runs, never what it checks)."""
 
 
 @pytest.fixture(scope="session")

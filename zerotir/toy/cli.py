@@ -14,7 +14,8 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("build-base")
 def build_base(
     size: str = typer.Option("toy", "--size", help="Named size: toy (= toy-0.8m), toy-0.1m, toy-0.2m, toy-3m, "
-                                                   "toy-10m; or a variant: toy-0.8m-varied, -balanced, -boosted."),
+                                                   "toy-10m; or a variant: toy-0.8m-varied, -balanced, -boosted, "
+                                                   "-diverse."),
     out: str = typer.Option("", "--out", help="Output directory (default: the shipped copy in zerotir/assets for "
                                               "shipped sizes, the user cache for the others)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Pretraining steps (default: the size's)."),

@@ -302,8 +302,8 @@ def toy_problems(split: str, seed: int = 0) -> list[Problem]:
         return [_to_problem(reworded(t, rng), split, i) for i, t in enumerate(tasks)]
     if split.startswith("rg-"):
         return _rg_problems(split[3:], 256, seed)
-    raise ValueError(f"unknown toy split '{split}' (train, train-varied, train-diverse, heldout, easy, hard, ood-wording, ood-size, "
-                     "rg-<reasoning-gym dataset>)")
+    raise ValueError(f"unknown toy split '{split}' (train, train-varied, train-diverse, heldout, easy, hard, "
+                     "ood-wording, ood-size, rg-<reasoning-gym dataset>)")
 
 
 register_source("toy", lambda split, seed: toy_problems(split, seed=seed))  # 'toy:train', 'toy:heldout', ...
