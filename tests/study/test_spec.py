@@ -107,10 +107,11 @@ def test_shipped_specs_parse():
     no_tools = [c for c in ref.cells if ref.resolve(c).rollout.max_tool_calls == 0]
     assert len(no_tools) == 6 and all(ref.resolve(c).eval.max_tool_calls == 0 for c in no_tools)
     cur = load_spec(BUILTIN_CONFIGS / "studies" / "curriculum.yaml")
-    assert len(cur.cells) == 6 and "eval/ood-size/accuracy" in cur.metrics
+    assert len(cur.cells) == 9 and "eval/ood-size/accuracy" in cur.metrics
     assert all(cur.resolve(c).data.eval_extra == ["toy:ood-wording", "toy:ood-size"] for c in cur.cells)
-    assert {cur.resolve(c).data.train for c in cur.cells if cur.resolve(c).model.path == "toy-0.8m-varied"} == \
-        {"toy:train-varied"}
+    for curriculum in ("varied", "diverse"):
+        assert {cur.resolve(c).data.train for c in cur.cells
+                if cur.resolve(c).model.path == f"toy-0.8m-{curriculum}"} == {f"toy:train-{curriculum}"}
     tiny = load_spec(BUILTIN_CONFIGS / "studies" / "tiny.yaml")
     assert [c.name for c in tiny.cells] == ["size=toy-0.2m,seed=0", "size=toy-0.2m,seed=1", "size=toy,seed=0",
                                             "size=toy,seed=1"]
