@@ -53,8 +53,8 @@ def test_shipped_copies_are_their_presets(name):
     d = cache.ASSETS / cache.SHIPPED[name]
     assert cache.is_built(d), f"{d} is not a complete build"
     built = json.loads((d / "build.json").read_text())
-    assert built["spec"] == json.loads(json.dumps(cache.spec_record(BASE_SIZES[name])))  # same settings: reproducible
-    assert built["params"] == _params(BASE_SIZES[name])
+    assert built["spec"] == json.loads(json.dumps(cache.spec_record(base_spec(name))))  # same settings: reproducible
+    assert built["params"] == _params(base_spec(name))
     assert (d / "model.safetensors").stat().st_size < 4_000_000               # keep the package small
 
 

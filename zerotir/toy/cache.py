@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SHIPPED: dict[str, str] = {"toy-0.8m": "toy-base", "toy-0.2m": "toy-base-0.2m"}
+SHIPPED: dict[str, str] = {"toy-0.8m": "toy-base", "toy-0.2m": "toy-base-0.2m",
+                            "toy-0.8m-diverse": "toy-base-0.8m-diverse"}
 """Sizes shipped in the package: name → directory under zerotir/assets (the test suite uses them without building)."""
 
 
