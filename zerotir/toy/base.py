@@ -111,6 +111,8 @@ BASE_VARIANTS: dict[str, BaseSpec] = {
     # toy-0.8m with the diverse curriculum (CorpusSpec.wordings='diverse'): its Q/A questions asked 140 ways (a
     # lead-in times a phrasing), so the expression to copy sits at many positions; RL it on `toy:train-diverse`.
     # The varied curriculum's 6 phrasings lifted unseen phrasings from 0.00 to 0.16 (3 seeds), short of 0.5.
+    # Shipped (the demo's base). Built in 1,008 s here, final loss 0.376; measured (3 seeds, greedy, 256 problems):
+    # unseen phrasings 0.65, larger operands 0.51, held-out 0.73 (standard: 0.01, 0.40, 0.71).
     "toy-0.8m-diverse": BaseSpec(hidden=128, layers=4, heads=4, intermediate=352, steps=900, lr=3e-3,
                                  corpus=CorpusSpec(wordings="diverse")),
 }
