@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from zerotir.analysis import N_BOOT
 from zerotir.cli_common import fail
 
 
@@ -25,7 +26,7 @@ def analyze_command(
     run_dirs: list[str] = typer.Argument(..., help="Run directories (or folders of run directories)."),
     out: str = typer.Option("", "--out", "-o", help="Report directory (created). Default: RUN_DIR/analysis for one "
                                                      "run directory, else runs/analysis-<time>."),
-    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the 95% CIs (0 = no CIs)."),
+    bootstrap: int = typer.Option(N_BOOT, "--bootstrap", help="Bootstrap resamples for the 95% CIs (0 = no CIs)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and cross-validation folds."),
     metric: list[str] = typer.Option([], "--metric", "-m",
                                      help="Metric to analyse (repeatable; default: accuracy, code use, length, "

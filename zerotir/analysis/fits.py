@@ -22,6 +22,8 @@ from typing import Callable
 import numpy as np
 from scipy import optimize
 
+from zerotir.analysis import N_BOOT
+
 MIN_POINTS = 5
 """Fewer points than this → no fit, a note instead."""
 WEAK_R2 = 0.2
@@ -313,7 +315,7 @@ def split_index(x: np.ndarray, frac: float = 0.7) -> int:
     return int(np.searchsorted(x, cut, side="right"))
 
 
-def fit_series(x, y, laws: tuple[str, ...] = tuple(LAWS), n_boot: int = 200, seed: int = 0,
+def fit_series(x, y, laws: tuple[str, ...] = tuple(LAWS), n_boot: int = N_BOOT, seed: int = 0,
                extrap_frac: float = 0.7, cv_folds: int = 5, x_offset: float = 0.0) -> SeriesFit:
     """Fit every law to one series (x: steps [N], y: values [N]) with the laws' x = step + x_offset.
 

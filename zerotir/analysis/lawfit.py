@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zerotir.analysis import heldout, sizes
+from zerotir.analysis import N_BOOT, heldout, sizes
 from zerotir.analysis import sigmoid as sg
 from zerotir.analysis.fits import _clean
 from zerotir.analysis.runs import IGNORED_KEYS, Group, Run, group_runs, run_params, xy_series
@@ -146,7 +146,7 @@ def fit_family(fam: Family, metrics: list[str]) -> None:
 
 
 def sigmoid_laws(runs: list[Run], metrics: tuple[str, ...] | list[str] | None = None, x: str = "compute/flops",
-                 n_boot: int = 200, seed: int = 0, ignore: tuple[str, ...] = IGNORED_KEYS) -> LawResult:
+                 n_boot: int = N_BOOT, seed: int = 0, ignore: tuple[str, ...] = IGNORED_KEYS) -> LawResult:
     """Everything above for `runs` (loaded run dirs) on axis `x`."""
     notes: list[str] = []
     wanted = list(metrics) if metrics else list(SIGMOID_METRICS)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from zerotir.analysis import N_BOOT
 from zerotir.analysis.correlations import correlation_table
 from zerotir.analysis.fits import LAWS, MIN_POINTS, SeriesFit, _clean, clean_xy, fit_law, fit_series
 from zerotir.analysis.lawfit import sigmoid_laws
@@ -139,7 +140,7 @@ def per_seed_fits(group: Group, metric: str, sf: SeriesFit) -> dict[str, dict[st
 
 
 def analyze(run_dirs: list[str | Path], out_dir: str | Path, metrics: tuple[str, ...] | None = None,
-            n_boot: int = 200, seed: int = 0, ignore: tuple[str, ...] = IGNORED_KEYS,
+            n_boot: int = N_BOOT, seed: int = 0, ignore: tuple[str, ...] = IGNORED_KEYS,
             x_offset: float | None = None, x: str = "step", sigmoid_metrics: tuple[str, ...] | None = None,
             predictions: str | Path | None = None) -> Path:
     """Write the scaling report for `run_dirs` (run dirs or folders of them) into `out_dir`; returns `out_dir`.

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import expit
 
+from zerotir.analysis import N_BOOT
+
 PARAMS = ("R0", "A", "C_mid", "B")
 FORMULA = "R(C) = R0 + (A − R0) / (1 + (C_mid/C)^B)"
 MIN_POINTS = 4
@@ -204,7 +206,7 @@ def percentile_ci(draws: np.ndarray, est: dict[str, float], widen: float = 1.0,
     return out
 
 
-def fit_runs(runs: list[tuple], n_boot: int = 200, seed: int = 0,
+def fit_runs(runs: list[tuple], n_boot: int = N_BOOT, seed: int = 0,
              a_bounds: tuple[float, float] = (-np.inf, np.inf)) -> SigmoidFit:
     """Sigmoid fitted to the pooled points of several runs (seeds) of one configuration, with 95% CIs.
 

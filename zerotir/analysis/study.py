@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zerotir.analysis import heldout, sizes
+from zerotir.analysis import N_BOOT, heldout, sizes
 from zerotir.analysis import sigmoid as sg
 from zerotir.analysis.fits import _clean
 from zerotir.analysis.lawfit import SIGMOID_METRICS, family_key, sigmoid_laws
@@ -47,7 +47,7 @@ def study_runs(study_dir: str | Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if (d / "metrics.jsonl").is_file()) if root.is_dir() else []
 
 
-def analyze_study(study_dir, metrics=SIGMOID_METRICS, x: str = "compute/flops", n_boot: int = 200,
+def analyze_study(study_dir, metrics=SIGMOID_METRICS, x: str = "compute/flops", n_boot: int = N_BOOT,
                   seed: int = 0) -> Path:
     """Analyse a whole study in place (see the module docstring); returns STUDY/report.md."""
     from zerotir.analysis.report import analyze, write_empty
@@ -103,7 +103,7 @@ def _held_out_n(held: list[str], runs: list[Run], study: Path) -> tuple[float | 
 
 
 def preregister(study_dir, held_out_runs: list[str], metrics=SIGMOID_METRICS, x: str = "compute/flops",
-                n_boot: int = 200, seed: int = 0, n_params: float | None = None) -> Path:
+                n_boot: int = N_BOOT, seed: int = 0, n_params: float | None = None) -> Path:
     """Register size predictions for `held_out_runs` before they start (see the module docstring)."""
     study = Path(study_dir)
     held = list(held_out_runs)
@@ -184,7 +184,7 @@ def same_family(key: str, registered: str | None) -> bool:
     return all(a[k] == b[k] for k in a.keys() & b.keys())
 
 
-def score_predictions(doc: dict, runs: list[Run], n_boot: int = 200, seed: int = 0) -> dict:
+def score_predictions(doc: dict, runs: list[Run], n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """Score a predictions.json document against the study's runs now. Held-out runs not there yet (or with no
     points on the axis) give a note, not an error."""
     x = doc.get("x", "compute/flops")
@@ -229,7 +229,7 @@ def score_predictions(doc: dict, runs: list[Run], n_boot: int = 200, seed: int =
     return _clean(out)
 
 
-def score_file(path: str | Path, runs: list[Run], n_boot: int = 200, seed: int = 0) -> dict | None:
+def score_file(path: str | Path, runs: list[Run], n_boot: int = N_BOOT, seed: int = 0) -> dict | None:
     """`score_predictions` of a predictions.json file; None when there is none, a note when it is unreadable."""
     p = Path(path)
     if not p.is_file():

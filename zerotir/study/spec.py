@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from zerotir.analysis import N_BOOT
 from zerotir.config import Config, ConfigError, apply_overrides, config_to_dict, load_config
 
 TOP_KEYS = ("name", "description", "base", "overrides", "grid", "grids", "cells", "labels", "held_out", "analysis")
@@ -36,7 +37,7 @@ ANALYSIS_KEYS = ("metrics", "x", "bootstrap")
 DEFAULT_LABELS = {"model.path": "size", "train.seed": "seed"}
 DEFAULT_METRICS = ("eval/accuracy", "eval/code_ratio", "eval/response_tokens")
 DEFAULT_X = "compute/flops"
-DEFAULT_BOOTSTRAP = 200
+DEFAULT_BOOTSTRAP = N_BOOT
 # Keys the study decides for each cell (its run dir); a spec setting them would be silently ignored.
 STUDY_OWNED = ("train.run_dir",)
 _SAFE = re.compile(r"[^A-Za-z0-9._+-]+")
