@@ -8,8 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.sandbox.conftest import full_kwargs
 from zerotir.config import SandboxConfig
 from zerotir.sandbox import ExecResult, Sandbox, SandboxUnavailable, make_sandbox
+from zerotir.sandbox.pool import check_preimport
 from zerotir.types import EXEC_STATUSES
 
 pytestmark = pytest.mark.timeout(180)  # a hang becomes a failure with a traceback
@@ -179,6 +181,29 @@ def test_many_asyncio_tasks_at_once(sb, leakcheck):
 def test_run_many_keeps_order(sb, leakcheck):
     rs = sb.run_many([f"print({i})" for i in range(20)])
     assert [r.stdout for r in rs] == [f"{i}\n" for i in range(20)]
+
+
+def test_math_stack_is_preloaded_by_default_and_lean_workers_hold_none(sb):
+    probe = "import sys\nprint(sorted(m for m in ('numpy', 'sympy', 'scipy') if m in sys.modules))"
+    assert sb.run(probe).stdout == "['numpy', 'scipy', 'sympy']\n"
+    with Sandbox(workers=1, timeout_s=20.0, preimport=(), **full_kwargs()) as lean:
+        assert lean.run(probe).stdout == "[]\n"
+        with lean.session() as s:  # the code can still import what the workers did not: at its own cost
+            assert s.run("import math, fractions\nx = math.gcd(84, 36)").status == "ok"
+            r = s.run("import sympy\nprint(x, sympy.Integer(6) * 7)")
+        assert r.stdout == "12 42\n", r
+
+
+def test_preimport_names_are_checked():
+    assert check_preimport(["numpy", "sympy.ntheory"]) == ("numpy", "sympy.ntheory")
+    assert check_preimport([]) == ()
+    for bad in (["numpy", "sym py"], ["os; rm"], [""], ["1numpy"]):
+        with pytest.raises(ValueError, match="is not a module name"):
+            check_preimport(bad)
+    with pytest.raises(ValueError, match="list of module names"):
+        check_preimport("numpy")
+    with pytest.raises(ValueError, match="is not a module name"):
+        make_sandbox(SandboxConfig(preimport=["numpy", "no such"]))
 
 
 def test_make_sandbox_local_and_validation():

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.sandbox.conftest import needs_full
-from zerotir.sandbox.bench import format_table, percentile, run_bench, summarize
+from zerotir.sandbox.bench import format_table, percentile, run_bench, run_rollout_bench, summarize
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,3 +52,16 @@ def test_tiny_real_run():
     assert any(line.startswith("| trivial | 2 |") for line in logged)
     with pytest.raises(ValueError, match="unknown snippets"):
         run_bench(snippets=("nope",))
+
+
+@needs_full
+def test_rollout_bench_tiny_real_run():
+    logged = []
+    out = run_rollout_bench(workers=1, sessions=6, reps=2, log=logged.append)
+    assert out["default"]["preimport"] and out["lean"]["preimport"] == []
+    assert len(out["default"]["walls_s"]) == len(out["lean"]["walls_s"]) == 2
+    assert out["default"]["wrong"] == out["lean"]["wrong"] == 0
+    assert out["speedup"] == pytest.approx(out["default"]["median_s"] / out["lean"]["median_s"])
+    assert any(line.startswith("| nothing (preimport=[]) |") for line in logged)
+    with pytest.raises(ValueError, match=">= 1"):
+        run_rollout_bench(sessions=0)

@@ -16,6 +16,9 @@ def test_defaults_and_presets_load():
     assert (paper.algo.clip_low, paper.algo.clip_high) == (0.2, 0.28)
     assert "Qwen2.5" in paper.model.path
     assert load_config("toy").model.path == "toy"
+    # The paper's models get the warm math stack; the toy world's code needs none of it (cheaper forks).
+    assert "sympy" in paper.sandbox.preimport and load_config("toy").sandbox.preimport == []
+    assert load_config("toy", ["sandbox.preimport=[numpy]"]).sandbox.preimport == ["numpy"]
 
 
 def test_dotted_overrides_are_typed():

@@ -16,9 +16,10 @@ into a result in one place). `Session.fork()` raises `SandboxForkError` when it 
 session). A pool is safe to use from many threads and many asyncio tasks at once.
 
 How it runs. Each worker is a warm "zygote" Python that has imported math, fractions, itertools, numpy, sympy, scipy
-(and warmed sympy once). A stateless call takes a pre-forked context from a worker, forks the cell from it, and
-throws the context away afterwards; a session keeps its context, forks one process per cell and keeps it if the cell
-finishes (so a cell that times out or crashes is rolled back to the state before it). A fresh interpreter per call
+(and warmed sympy once; `preimport` chooses the third-party modules: each one held makes every fork dearer). A
+stateless call takes a pre-forked context from a worker, forks the cell from it, and throws the context away
+afterwards; a session keeps its context, forks one process per cell and keeps it if the cell finishes (so a cell
+that times out or crashes is rolled back to the state before it). A fresh interpreter per call
 costs ~0.45 s with sympy; a warm fork costs a few ms.
 
 What isolation='full' (the default) protects against, and how (each layer is checked at start; a missing one makes
@@ -97,4 +98,4 @@ def make_sandbox(cfg):
     return Sandbox(workers=cfg.workers, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb,
                    max_output_bytes=cfg.max_output_bytes, isolation=cfg.isolation,
                    max_concurrency=cfg.max_concurrency or None, cpu_cores=cfg.cpu_cores,
-                   quotas=cfg.quotas)
+                   quotas=cfg.quotas, preimport=cfg.preimport)

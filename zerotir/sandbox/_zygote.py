@@ -117,6 +117,8 @@ def preimport():
             __import__(name)
         except Exception:  # noqa: BLE001 - a missing optional library just isn't pre-imported
             pass
+    if "sympy" not in CFG.get("preimport", []):
+        return
     try:
         import sympy
 

@@ -5,6 +5,10 @@ per-call latency (p50/p90/p99, from the call's start to its result, so queueing 
 executions/s (calls / wall time of the cell). The same cells run against `python -c` in a fresh process per call
 (what a naive executor does). Every output is checked against the expected text (`wrong` counts mismatches).
 
+`run_rollout_bench` times a rollout step's pattern instead: N trajectories each open a session, run one snippet and
+close it, all at once; with the default warm stack (`SANDBOX_PREIMPORT`) and with lean workers (`preimport=[]`, the
+toy preset's) side by side, in alternating repetitions so that drift in the machine's load hits both.
+
 On a shared machine the figures include the neighbours' load: the header prints the load average to say so.
 """
 
@@ -129,3 +133,62 @@ def format_table(out: dict) -> list[str]:
                          f"{f['exec_per_s']:.1f} | {f['p50_ms'] / s['p50_ms']:.1f}x | "
                          f"{s['exec_per_s'] / f['exec_per_s']:.0f}x | {s['wrong'] + f['wrong']} |")
     return lines
+
+
+async def _sessions_at_once(sb, n: int) -> tuple[float, int]:
+    """n one-call sessions at once (each computes a product); wall seconds and wrong outputs."""
+    async def one(i: int) -> bool:
+        s = sb.session()
+        try:
+            r = await s.arun(f"print({1234 + i} * 567)")
+        finally:
+            await asyncio.to_thread(s.close)
+        return r.stdout != f"{(1234 + i) * 567}\n"
+
+    t0 = time.perf_counter()
+    wrong = sum(await asyncio.gather(*(one(i) for i in range(n))))
+    return time.perf_counter() - t0, wrong
+
+
+def run_rollout_bench(workers: int = 2, sessions: int = 128, reps: int = 3, isolation: str = "full",
+                      log=print) -> dict:
+    """Wall time of `sessions` one-call sessions at once, default stack vs lean workers, `reps` times each
+    (alternating); print a table and return {"default": {...}, "lean": {...}, "speedup": median ratio}."""
+    from zerotir.config.schema import SANDBOX_PREIMPORT
+    from zerotir.sandbox import Sandbox
+
+    if sessions < 1 or reps < 1:
+        raise ValueError("sessions and reps must be >= 1")
+    arms = {"default": tuple(SANDBOX_PREIMPORT), "lean": ()}
+    out: dict = {"workers": workers, "isolation": isolation, "sessions": sessions, "reps": reps,
+                 "load_avg_1m": os.getloadavg()[0], "cpus": os.cpu_count()}
+    walls: dict[str, list[float]] = {a: [] for a in arms}
+    wrong = {a: 0 for a in arms}
+    pools = {a: Sandbox(workers=workers, timeout_s=30.0, isolation=isolation, preimport=m) for a, m in arms.items()}
+    try:
+        async def measure():
+            for a in arms:  # warm-up: workers up, contexts pre-forked
+                await _sessions_at_once(pools[a], 8)
+            for _ in range(reps):
+                for a in arms:
+                    w, bad = await _sessions_at_once(pools[a], sessions)
+                    walls[a].append(w)
+                    wrong[a] += bad
+
+        asyncio.run(measure())
+    finally:
+        for sb in pools.values():
+            sb.close()
+    for a in arms:
+        out[a] = {"preimport": list(arms[a]), "median_s": percentile(walls[a], 0.5), "walls_s": walls[a],
+                  "ms_per_session": 1e3 * percentile(walls[a], 0.5) / sessions, "wrong": wrong[a]}
+    out["speedup"] = out["default"]["median_s"] / out["lean"]["median_s"]
+    log(f"sandbox rollout bench: {sessions} one-call sessions at once, isolation={isolation}, {workers} workers, "
+        f"{out['cpus']} CPUs, load average {out['load_avg_1m']:.2f} at start, {reps} repetitions")
+    log("")
+    log("| workers import | median wall s | ms per session | wrong |")
+    log("|---|---:|---:|---:|")
+    for a, label in (("default", "math stack (default)"), ("lean", "nothing (preimport=[])")):
+        log(f"| {label} | {out[a]['median_s']:.2f} | {out[a]['ms_per_session']:.1f} | {out[a]['wrong']} |")
+    log(f"\nlean workers: {out['speedup']:.2f}x faster")
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Optional
 
 import typer
 
@@ -18,15 +19,23 @@ _CORES_HELP = "CPU cores one execution's processes may use together (per-call cg
 _QUOTAS_HELP = "Per-call cgroup quotas (memory, pids, CPU); --no-quotas falls back to per-process limits (warns)."
 
 
+_PREIMPORT_HELP = ("Comma-separated modules the warm workers import before forking (default: the math stack, "
+                   "numpy,sympy,scipy,...; '' for none: cheaper forks, see SandboxConfig.preimport).")
+
+
 def _sandbox(workers: int, timeout_s: float, memory_mb: int, max_output_bytes: int, isolation: str,
-             cpu_cores: float = 1.0, quotas: bool = True):
+             cpu_cores: float = 1.0, quotas: bool = True, preimport: str | None = None):
+    from zerotir.config.schema import SANDBOX_PREIMPORT
     from zerotir.sandbox import Sandbox, SandboxUnavailable
 
+    modules = SANDBOX_PREIMPORT if preimport is None else [m.strip() for m in preimport.split(",") if m.strip()]
     try:
         return Sandbox(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb, max_output_bytes=max_output_bytes,
-                       isolation=isolation, cpu_cores=cpu_cores, quotas=quotas)
+                       isolation=isolation, cpu_cores=cpu_cores, quotas=quotas, preimport=modules)
     except SandboxUnavailable as e:
         fail(f"sandbox unavailable: {e}")
+    except ValueError as e:
+        fail(f"--preimport: {e}")
 
 
 @app.command("serve")
@@ -48,6 +57,7 @@ def serve_command(
     isolation: str = typer.Option("full", "--isolation", help=_ISO_HELP),
     cpu_cores: float = typer.Option(1.0, "--cpu-cores", help=_CORES_HELP),
     quotas: bool = typer.Option(True, "--quotas/--no-quotas", help=_QUOTAS_HELP),
+    preimport: Optional[str] = typer.Option(None, "--preimport", help=_PREIMPORT_HELP),
     max_body_bytes: int = typer.Option(4 * 1024 * 1024, "--max-body-bytes", help="Largest request body (else 413)."),
     max_batch: int = typer.Option(1024, "--max-batch", help="Most requests per /v1/batch call (else 413)."),
     per_client: int = typer.Option(0, "--per-client-concurrency",
@@ -66,7 +76,7 @@ def serve_command(
         fail(str(e))
     limits = ServerLimits(max_body_bytes=max_body_bytes, max_batch=max_batch,
                           per_client_concurrency=per_client or 2 * workers)
-    sb = _sandbox(workers, timeout_s, memory_mb, max_output_bytes, isolation, cpu_cores, quotas)
+    sb = _sandbox(workers, timeout_s, memory_mb, max_output_bytes, isolation, cpu_cores, quotas, preimport)
     typer.echo(f"zerotir sandbox: serving on http://{host}:{port} (api={api}, workers={workers}, "
                f"isolation={isolation}{', token required' if token else ''})", err=True)
     try:
@@ -107,9 +117,21 @@ def bench_command(
     concurrency: str = typer.Option("1,4,16,64", "--concurrency", help="Comma-separated numbers of parallel callers."),
     isolation: str = typer.Option("full", "--isolation", help=_ISO_HELP),
     json_out: str = typer.Option("", "--json", help="Also write the figures to this file."),
+    rollout: int = typer.Option(0, "--rollout", help="Instead: time N one-call sessions at once (a rollout step's "
+                                                      "pattern), default warm stack vs --preimport '' side by side."),
+    reps: int = typer.Option(3, "--reps", help="Repetitions per arm with --rollout."),
 ) -> None:
     """p50/p90/p99 latency and exec/s at several concurrencies, trivial and sympy snippets, vs. a fresh interpreter."""
-    from zerotir.sandbox.bench import run_bench
+    from zerotir.sandbox.bench import run_bench, run_rollout_bench
+
+    if rollout:
+        if reps < 1:
+            fail(f"--reps must be >= 1, got {reps}")
+        res = run_rollout_bench(workers=workers, sessions=rollout, reps=reps, isolation=isolation, log=typer.echo)
+        if json_out:
+            with open(json_out, "w") as f:
+                json.dump(res, f, indent=1)
+        return
 
     try:
         levels = tuple(int(x) for x in concurrency.split(",") if x.strip())

@@ -14,8 +14,10 @@ import concurrent.futures
 import logging
 import os
 import threading
-from typing import Any
+import re
+from typing import Any, Sequence
 
+from zerotir.config.schema import SANDBOX_PREIMPORT
 from zerotir.sandbox.errors import SandboxError, SandboxUnavailable, error_result
 from zerotir.sandbox.isolation import ISOLATION_LEVELS, check_isolation, host_layout
 from zerotir.sandbox.protocol import SandboxForkError
@@ -25,6 +27,19 @@ from zerotir.sandbox.workers import CONTEXT_PROCS, UID_BLOCKS, UID_MIN, UID_SPAN
 from zerotir.types import ExecResult
 
 log = logging.getLogger("zerotir.sandbox")
+
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def check_preimport(names: Sequence[str]) -> tuple[str, ...]:
+    """The preimport list as a tuple; a non-list or a name that is not a dotted module name raises ValueError (the
+    warm worker skips modules that fail to import, so a typo here would otherwise pass unnoticed as a slow call)."""
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"sandbox preimport must be a list of module names, got {names!r}")
+    bad = [n for n in names if not _MODULE_NAME.fullmatch(n)]
+    if bad:
+        raise ValueError(f"sandbox preimport: {bad[0]!r} is not a module name")
+    return tuple(names)
 
 # Re-exported: callers and tests import these from here.
 __all__ = ["Sandbox", "Session", "SandboxError", "SandboxUnavailable", "SandboxForkError", "ISOLATION_LEVELS",
@@ -42,11 +57,14 @@ class Sandbox:
     def __init__(self, workers: int = 2, timeout_s: float = 5.0, memory_mb: int = 512,
                  max_output_bytes: int = 16384, isolation: str = "full", *, cpu_cores: float = 1.0,
                  quotas: bool = True, prewarm: int = 2, nproc: int = 64, fsize_mb: int = 64, tmpfs_mb: int = 64,
-                 max_concurrency: int | None = None, start_timeout_s: float = 60.0, spares: int = 1):
+                 max_concurrency: int | None = None, start_timeout_s: float = 60.0, spares: int = 1,
+                 preimport: Sequence[str] = SANDBOX_PREIMPORT):
         """`memory_mb`, `nproc` and `cpu_cores` bound each call's whole process tree (one cgroup per context);
         `quotas=False` turns that off (each process is then limited alone; 'full' logs a warning). In 'rlimits'
-        mode quotas are applied where cgroups are writable and skipped otherwise; 'none' never uses them."""
+        mode quotas are applied where cgroups are writable and skipped otherwise; 'none' never uses them.
+        `preimport`: the modules each warm worker imports before forking contexts (`SandboxConfig.preimport`)."""
         check_isolation(isolation)
+        preimport = check_preimport(preimport)
         if workers < 1:
             raise ValueError("workers must be >= 1")
         if isolation != "full":
@@ -70,7 +88,7 @@ class Sandbox:
         self._args = dict(workers=workers, timeout_s=timeout_s, memory_mb=memory_mb,
                           max_output_bytes=max_output_bytes, isolation=isolation, prewarm=prewarm, nproc=nproc,
                           fsize_mb=fsize_mb, tmpfs_mb=tmpfs_mb, max_concurrency=max_concurrency,
-                          start_timeout_s=start_timeout_s, spares=spares, quotas=q,
+                          start_timeout_s=start_timeout_s, spares=spares, quotas=q, preimport=preimport,
                           layout=host_layout() if isolation == "full" else None)
         self._pid = os.getpid()
         self._loop = asyncio.new_event_loop()

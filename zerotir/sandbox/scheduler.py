@@ -15,6 +15,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from zerotir.config.schema import SANDBOX_PREIMPORT
 from zerotir.sandbox.cells import run_cell
 from zerotir.sandbox.errors import SandboxError
 from zerotir.sandbox.ipc import Channel
@@ -24,8 +25,6 @@ from zerotir.sandbox.workers import UID_SPAN, Context, Kernel, Worker
 from zerotir.types import ExecResult
 
 log = logging.getLogger("zerotir.sandbox")
-
-PREIMPORT = ["numpy", "sympy", "scipy", "mpmath", "sympy.ntheory", "numpy.linalg"]
 
 
 @dataclass
@@ -40,7 +39,7 @@ class Pool:
     def __init__(self, loop: asyncio.AbstractEventLoop, workers: int, timeout_s: float, memory_mb: int,
                  max_output_bytes: int, isolation: str, prewarm: int, nproc: int, fsize_mb: int, tmpfs_mb: int,
                  max_concurrency: int | None, start_timeout_s: float, spares: int, quotas: Quotas | None,
-                 layout: PythonLayout | None):
+                 layout: PythonLayout | None, preimport: tuple[str, ...] = SANDBOX_PREIMPORT):
         self.loop = loop
         self.isolation = isolation
         self.n_workers = workers
@@ -55,7 +54,7 @@ class Pool:
         # block), so that pools of several processes on one host practically never share a uid (RLIMIT_NPROC is
         # counted per uid, host-wide).
         self.zcfg = {"isolation": isolation, "memory_mb": memory_mb, "timeout_s": timeout_s, "fsize_mb": fsize_mb,
-                     "tmpfs_mb": tmpfs_mb, "nproc": nproc, "uid_span": UID_SPAN, "preimport": PREIMPORT,
+                     "tmpfs_mb": tmpfs_mb, "nproc": nproc, "uid_span": UID_SPAN, "preimport": list(preimport),
                      "quotas": quotas is not None, **(stage_config(layout) if layout is not None else {})}
         self.workers: list[Worker | None] = [None] * workers
         self.sem = asyncio.Semaphore(max_concurrency or workers)
