@@ -126,3 +126,15 @@ def test_demo_cli_prints_the_generalization_table(tmp_path, monkeypatch):
     assert "held-out (training distribution) | 0.600" not in res.output
     assert "| toy:heldout (training distribution) | 0.500 | 0.750 | 0.000 |" in res.output
     assert "| toy:heldout (training distribution) | 0.500 | 0.000 | 0.000 | 0.250 | 0.125 | 0.125 |" in res.output
+
+
+def test_demo_config_carries_the_demos_curriculum_and_budget():
+    from zerotir.toy.demo import demo_config
+
+    cfg = demo_config(seed=3)
+    assert (cfg.model.path, cfg.data.train) == ("toy-0.8m-diverse", "toy:train-diverse")
+    assert (cfg.train.steps, cfg.train.eval_every, cfg.train.seed) == (30, 6, 3)
+    assert cfg.sandbox.preimport == []  # the toy preset's lean sandbox workers
+    assert demo_config(steps=4).train.steps == 4
+    cut = demo_config(no_tools=True, overrides=["train.eval_every=5", "model.path=toy"])
+    assert (cut.train.eval_every, cut.model.path, cut.rollout.max_tool_calls, cut.eval.max_tool_calls) == (5, "toy", 0, 0)
