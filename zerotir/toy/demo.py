@@ -56,7 +56,7 @@ distribution (0.73 vs 0.71); docs/scaling.md. `--set model.path=toy --set data.t
 
 DEMO_BUDGET: tuple[str, ...] = ("train.steps=30", "train.eval_every=6")
 """The demo's RL budget: as many steps as fit in 5 minutes of RL on 2 cores, with 6 evals (steps 0, 6, ..., 30).
-The toy preset's lean sandbox workers (sandbox.preimport) made a step ~20% faster; 30 steps took ~285 s here, where
+The toy preset's lean sandbox workers (sandbox.preimport) made a step ~20% faster; 30 steps took 254-293 s here, where
 25 took 273 s before. 35 steps (320-340 s) would be over the budget (docs/scaling.md)."""
 
 
