@@ -13,8 +13,8 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import threading
 import re
+import threading
 from typing import Any, Sequence
 
 from zerotir.config.schema import SANDBOX_PREIMPORT
@@ -40,6 +40,7 @@ def check_preimport(names: Sequence[str]) -> tuple[str, ...]:
     if bad:
         raise ValueError(f"sandbox preimport: {bad[0]!r} is not a module name")
     return tuple(names)
+
 
 # Re-exported: callers and tests import these from here.
 __all__ = ["Sandbox", "Session", "SandboxError", "SandboxUnavailable", "SandboxForkError", "ISOLATION_LEVELS",

@@ -15,7 +15,6 @@ import socket
 import time
 from dataclasses import dataclass
 
-from zerotir.config.schema import SANDBOX_PREIMPORT
 from zerotir.sandbox.cells import run_cell
 from zerotir.sandbox.errors import SandboxError
 from zerotir.sandbox.ipc import Channel
@@ -39,7 +38,7 @@ class Pool:
     def __init__(self, loop: asyncio.AbstractEventLoop, workers: int, timeout_s: float, memory_mb: int,
                  max_output_bytes: int, isolation: str, prewarm: int, nproc: int, fsize_mb: int, tmpfs_mb: int,
                  max_concurrency: int | None, start_timeout_s: float, spares: int, quotas: Quotas | None,
-                 layout: PythonLayout | None, preimport: tuple[str, ...] = SANDBOX_PREIMPORT):
+                 layout: PythonLayout | None, preimport: tuple[str, ...]):
         self.loop = loop
         self.isolation = isolation
         self.n_workers = workers

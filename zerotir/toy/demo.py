@@ -56,16 +56,17 @@ distribution (0.73 vs 0.71); docs/scaling.md. `--set model.path=toy --set data.t
 
 DEMO_BUDGET: tuple[str, ...] = ("train.steps=30", "train.eval_every=6")
 """The demo's RL budget: as many steps as fit in 5 minutes of RL on 2 cores, with 6 evals (steps 0, 6, ..., 30).
-The toy preset's lean sandbox workers (sandbox.preimport) made a step ~20% faster; 30 steps took 254-293 s here, where
-25 took 273 s before. 35 steps (320-340 s) would be over the budget (docs/scaling.md)."""
+The toy preset's lean sandbox workers (sandbox.preimport) made a step ~20% faster; 30 steps took 254-293 s here,
+where 25 took 273 s before. 35 steps (320-340 s) would be over the budget (docs/scaling.md)."""
 
 
 def demo_config(*, seed: int = 0, steps: int | None = None, algo: str | None = None, no_tools: bool = False,
                 overrides: Sequence[str] = ()) -> Config:
-    """The 'toy' preset with the demo's curriculum (DEMO_CURRICULUM), budget (DEMO_BUDGET) and options applied. `no_tools` sets the train
-    and eval tool budgets to 0 (code blocks are answered with the budget message and never run): the ZeroRL
-    baseline at the same budget. `overrides` come last and win."""
-    extra = [*DEMO_CURRICULUM, *DEMO_BUDGET, f"train.seed={seed}", f"train.name=demo-{'notools' if no_tools else 'tools'}-s{seed}"]
+    """The 'toy' preset with the demo's curriculum (DEMO_CURRICULUM), budget (DEMO_BUDGET) and options applied.
+    `no_tools` sets the train and eval tool budgets to 0 (code blocks are answered with the budget message and never
+    run): the ZeroRL baseline at the same budget. `overrides` come last and win."""
+    extra = [*DEMO_CURRICULUM, *DEMO_BUDGET, f"train.seed={seed}",
+             f"train.name=demo-{'notools' if no_tools else 'tools'}-s{seed}"]
     if steps is not None:
         extra.append(f"train.steps={steps}")
     if algo:
