@@ -106,6 +106,8 @@ def test_shipped_specs_parse():
     assert ref.held_out == [f"size=toy-3m,seed={s}" for s in range(3)]
     no_tools = [c for c in ref.cells if ref.resolve(c).rollout.max_tool_calls == 0]
     assert len(no_tools) == 6 and all(ref.resolve(c).eval.max_tool_calls == 0 for c in no_tools)
+    assert all(ref.resolve(c).data.eval_extra == ["toy:ood-wording", "toy:ood-size"] for c in ref.cells)
+    assert "eval/ood-wording/accuracy" in ref.metrics and "eval/ood-size/accuracy" in ref.metrics
     cur = load_spec(BUILTIN_CONFIGS / "studies" / "curriculum.yaml")
     assert len(cur.cells) == 9 and "eval/ood-size/accuracy" in cur.metrics
     assert all(cur.resolve(c).data.eval_extra == ["toy:ood-wording", "toy:ood-size"] for c in cur.cells)
