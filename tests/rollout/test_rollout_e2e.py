@@ -69,6 +69,36 @@ def test_rollout_with_tool_calls(tool_model, sandbox):
             assert c.output == want.stdout.rstrip("\n")
 
 
+class DelayedSandbox:
+    """The real sandbox behind a random delay per call: tool timing that differs from run to run."""
+
+    def __init__(self, sandbox, seed: int):
+        import random
+
+        self.sandbox, self.rng = sandbox, random.Random(seed)
+
+    async def arun(self, code: str):
+        import asyncio
+
+        await asyncio.sleep(self.rng.uniform(0, 0.05))
+        return await self.sandbox.arun(code)
+
+
+def test_deterministic_rollouts_are_bit_identical_whatever_the_tool_timing(tool_model, sandbox):
+    """rollout.deterministic: tool calls that come back at other times leave tokens and log-probs bit-identical
+    (a continuation rejoins the batch a fixed number of engine steps after it left; threads fixed)."""
+    model, tok = tool_model
+    cfg = dataclasses.replace(RolloutConfig(), template="toy", max_total_tokens=160, max_new_tokens_per_turn=80,
+                              stateful_tools=False, deterministic=True)
+    probs = [Problem(id=f"p{i}", prompt=f"What is {i + 13}*{i + 27}?", answer=str((i + 13) * (i + 27)))
+             for i in range(4)]
+    runs = [rollout(probs, HFEngine(model, tok, max_batch=16, seed=0, cpu_threads=1), DelayedSandbox(sandbox, s),
+                    cfg, n_samples=4, max_tool_calls=2, seed=3) for s in (1, 2)]
+    assert sum(c.executed for t in runs[0] for c in t.tool_calls) >= 4
+    for a, b in zip(*runs):
+        assert (a.response_ids, a.logprobs, a.raw_logprobs) == (b.response_ids, b.logprobs, b.raw_logprobs)
+
+
 def test_cli_writes_trajectories(tiny_model_dir, tmp_path):
     from typer.testing import CliRunner
 

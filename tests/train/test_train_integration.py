@@ -112,6 +112,7 @@ def test_sigkill_then_resume_is_identical_to_uninterrupted(tiny_model_dir, tmp_p
     cfg = small_train_cfg(tiny_model_dir, steps=4)
     cfg.train.eval_every = 0
     cfg.data.eval = ""
+    cfg.rollout.deterministic = True  # the condition of the bit-identical claim: batches independent of tool timing
     save_config(cfg, tmp_path / "cfg.yaml")
 
     full = _cli(["--config", str(tmp_path / "cfg.yaml"), "--run-dir", str(tmp_path / "A")], tmp_path)

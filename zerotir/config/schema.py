@@ -90,6 +90,12 @@ class RolloutConfig:
     """Maximum sequences decoded together by the engine (continuous batching slot count)."""
     engine: str = "hf"
     """Generation engine: 'hf' (own KV-cache loop, CPU/GPU) or 'vllm' (GPU)."""
+    deterministic: bool = False
+    """Bit-reproducible rollouts (HF engine): a trajectory back from a tool rejoins the batch a fixed number of engine
+    steps after it left (`zerotir.rollout.engine.REJOIN_LAG_STEPS`), not when the sandbox happens to answer, and a CPU engine
+    keeps torch's thread count instead of measuring the fastest. Otherwise the batch a row is decoded in, and so its
+    log-probs at float rounding, depend on timing: runs of one seed drift apart (and a resumed run from the one it
+    resumes), flipping single samples after tens of steps. Costs a stall whenever a tool call outlasts the lag."""
     branch_factor: int = 1
     """Tree rollouts: continuations a trajectory forks into after a tool output (K; 1 = no branching). The children
     share the prefix tokens (the engine's cache rows copied, not recomputed) and the interpreter state (Session.fork);

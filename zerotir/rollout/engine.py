@@ -110,29 +110,98 @@ class Engine(Protocol):
     def policy_version(self) -> int: ...
 
 
+REJOIN_LAG_STEPS = 4
+"""Deterministic rollouts (`EnginePump(lag=...)`, `rollout.deterministic`): engine steps between a request's end and
+its continuation's start. A tool call that takes longer stalls decoding until it is back; 4 toy decode steps
+(~20-40 ms each on 2 cores) cover a typical sandbox call."""
+
+
 class EnginePump:
     """Drives a step-wise Engine from asyncio: `await pump.generate(req)` resolves when the request finishes.
     `submit(req)` adds a request at once and returns its future: requests submitted together (the children of a
-    branch point) join the same engine step, so the engine can prefill their shared context once."""
+    branch point) join the same engine step, so the engine can prefill their shared context once.
 
-    def __init__(self, engine: Any):
+    Free-running (lag 0, the default): a continuation (a request whose `prefix_of` names a finished request) joins
+    the batch at the first engine step after it is submitted, i.e. when its tool output is back. Which step that is
+    depends on the sandbox's timing, and with it the batch each row is decoded in; batch make-up moves log-probs at
+    float rounding (~1e-7), so two runs of one seed drift apart and, over tens of RL steps, flip single samples.
+
+    Lockstep (lag k > 0): the continuation of a request that finished at engine step t joins at step t + k exactly,
+    in the order those requests finished; the pump waits before step t + k until every request that finished at t
+    has been continued (a `submit` naming it, or a branch child `<id>/b<i>`) or `release`d. Engine steps then
+    depend on nothing but the seeds, so a seeded rollout (with a fixed thread count) is bit-reproducible; the cost is
+    a stall whenever a tool call takes longer than k steps. Every trajectory must end by `release` of its last
+    request (the TIR loop does, in its `finally`), or the pump waits for it forever.
+    """
+
+    def __init__(self, engine: Any, lag: int = 0):
         self.engine = engine
+        self.lag = lag
         self.futures: dict[str, asyncio.Future] = {}
         self.wake = asyncio.Event()
         self.closed = False
+        self.steps = 0
+        """Engine steps taken (lockstep: the logical clock; it jumps over steps where nothing would decode)."""
+        self._finished_at: dict[str, int] = {}    # lockstep: finished request → its step, until continued/released
+        self._continued: set[str] = set()
+        self._held: dict[str, list[GenerationRequest]] = {}
+        self._due: dict[int, list[str]] = {}      # step → finished requests whose continuations join then, in order
 
     def submit(self, req: GenerationRequest) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
         self.futures[req.request_id] = fut
-        self.engine.add_request(req)
+        prev = self._pending(req.prefix_of)
+        if prev is None:
+            self.engine.add_request(req)
+        else:  # lockstep: held until its step
+            self._held.setdefault(prev, []).append(req)
+            self._continued.add(prev)
         self.wake.set()
         return fut
 
     async def generate(self, req: GenerationRequest) -> GenerationOutput:
         return await self.submit(req)
 
+    def release(self, request_id: str) -> None:
+        """The trajectory of `request_id` (a finished request) ends: free the engine's cache for it (engines with
+        `release`) and, in lockstep, stop waiting for its continuation."""
+        if request_id in self._finished_at:
+            self._continued.add(request_id)
+            self.wake.set()
+        if hasattr(self.engine, "release"):
+            self.engine.release(request_id)
+
+    def _pending(self, prefix_of: str | None) -> str | None:
+        """Lockstep: the finished request a submission continues (itself, or the parent of a branch child's fork id);
+        None when free-running or when it continues nothing the pump waits for (a new trajectory)."""
+        if not self.lag or prefix_of is None:
+            return None
+        if prefix_of in self._finished_at:
+            return prefix_of
+        parent = prefix_of.rsplit("/b", 1)[0]
+        return parent if parent in self._finished_at else None
+
+    async def _admit_due(self) -> None:
+        """Lockstep: before the next step, wait for the continuations due by then and add them in order."""
+        nxt = self.steps + 1
+        if self._due and not self.engine.has_unfinished():
+            nxt = max(nxt, min(self._due))  # nothing decodes until then: the clock jumps (the same in every run)
+        for step in sorted(s for s in self._due if s <= nxt):
+            for rid in self._due[step]:
+                while rid not in self._continued and not self.closed:
+                    self.wake.clear()
+                    await self.wake.wait()
+                for req in self._held.pop(rid, []):
+                    self.engine.add_request(req)
+                self._continued.discard(rid)
+                self._finished_at.pop(rid, None)
+            del self._due[step]
+        self.steps = nxt - 1
+
     async def run(self) -> None:
         while not self.closed:
+            if self.lag:
+                await self._admit_due()
             if self.engine.has_unfinished():
                 try:
                     outs = self.engine.step()
@@ -142,12 +211,16 @@ class EnginePump:
                             f.set_exception(e)
                     self.futures.clear()
                     raise
+                self.steps += 1
                 for out in outs:
+                    if self.lag:  # before the future resolves: the trajectory's next submit finds it pending
+                        self._finished_at[out.request_id] = self.steps
+                        self._due.setdefault(self.steps + self.lag, []).append(out.request_id)
                     fut = self.futures.pop(out.request_id, None)
                     if fut is not None and not fut.done():
                         fut.set_result(out)
                 await asyncio.sleep(0)  # let finished sandbox calls and new requests in
-            else:
+            elif not self._due:
                 self.wake.clear()
                 await self.wake.wait()
 

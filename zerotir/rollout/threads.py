@@ -15,7 +15,8 @@ class ThreadTuner:
     kernels, cache growth: measured up to 50x slower), and the lowest median seconds per row wins. Steps that also
     prefill run but are not measured (their cost is not comparable). The next probe comes `every` steps later; each
     probe that confirms the choice doubles the interval (up to `max_every`), so a settled machine pays little.
-    Thread count changes how fast, not what is computed.
+    Thread count changes how fast, and what is computed only at float rounding (the summation order: log-probs move
+    ~1e-6), which is enough to make two runs of one seed drift apart; `rollout.deterministic` fixes the count.
     """
 
     def __init__(self, candidates: list[int], probe_steps: int = 3, every: int = 128, max_every: int = 2048):

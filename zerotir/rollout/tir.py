@@ -35,7 +35,7 @@ from typing import Any
 
 from zerotir.config import RolloutConfig
 from zerotir.rollout import tree
-from zerotir.rollout.engine import EnginePump, GenerationRequest, SamplingParams
+from zerotir.rollout.engine import REJOIN_LAG_STEPS, EnginePump, GenerationRequest, SamplingParams
 from zerotir.rollout.format import CODE_CLOSE
 from zerotir.rollout.templates import encode_prompt
 from zerotir.rollout.textstream import find_code_block
@@ -269,8 +269,8 @@ async def _grow(x: _Root, w: _Walk, first: tuple[str, asyncio.Future] | None = N
                 await asyncio.to_thread(w.session.close)  # closing may block on the sandbox; keep decoding
             except Exception:  # noqa: BLE001 — closing a dead session must not lose the trajectory
                 pass
-        if w.prev_req is not None and hasattr(engine, "release"):
-            engine.release(w.prev_req)
+        if w.prev_req is not None:
+            x.pump.release(w.prev_req)  # frees its cache; in lockstep, the pump stops waiting for this trajectory
     traj = Trajectory(
         problem_id=x.problem.id, prompt_ids=list(x.prompt_ids), response_ids=b.ids, loss_mask=b.mask,
         logprobs=b.lps, raw_logprobs=b.raws, segments=b.segments, tool_calls=calls, finish_reason=finish,
@@ -341,7 +341,7 @@ async def arollout_tree(problems: list[Problem], engine: Any, sandbox: SandboxLi
     check_budgets(cfg, tok, max_tool_calls)
     _warn_positions(engine, problems, cfg, tok)
     version = engine.policy_version if policy_version is None else policy_version
-    pump = EnginePump(engine)
+    pump = EnginePump(engine, lag=REJOIN_LAG_STEPS if cfg.deterministic else 0)
     pump_task = asyncio.create_task(pump.run())
     tasks = []
     for gi, p in enumerate(problems):
