@@ -117,10 +117,13 @@ class _Worker:
         *lines, self.buf = self.buf.split(b"\n")
         return [ln.decode("utf-8", "replace") for ln in lines]
 
-    def kill(self) -> None:
+    def kill(self, wait: bool = True) -> None:
+        """SIGKILL; with `wait`, reap it (up to 2 s). A worker that held a huge expression can take seconds to exit on
+        a loaded machine, so the scoring path does not wait (the pool reaps it later)."""
         try:
             self.proc.kill()
-            self.proc.wait(timeout=2.0)
+            if wait:
+                self.proc.wait(timeout=2.0)
         except Exception:  # noqa: BLE001 — best effort: it may be gone already
             pass
         for f in (self.proc.stdin, self.proc.stdout):
@@ -159,6 +162,8 @@ class Verifier:
         self.timeouts = 0
         """Items that hit the time limit so far."""
         self._startup_failures = 0
+        self._dying: list[subprocess.Popen] = []
+        """Killed workers not yet reaped."""
 
     # ---- lifecycle
     def __enter__(self) -> "Verifier":
@@ -171,6 +176,12 @@ class Verifier:
     def close(self) -> None:
         """Stop all workers: close their input (they exit on EOF), then kill whatever is left."""
         workers, self._workers, self._spares = self._workers + self._spares, [], []
+        for proc in self._dying:
+            try:
+                proc.wait(timeout=2.0)
+            except Exception:  # noqa: BLE001
+                pass
+        self._dying = []
         for w in workers:
             try:
                 w.proc.stdin.close()  # type: ignore[union-attr]
@@ -213,7 +224,8 @@ class Verifier:
             self._spares.append(_Worker(self.memory_mb))
 
     def _replace(self, w: _Worker) -> None:
-        w.kill()
+        w.kill(wait=False)
+        self._dying = [d for d in self._dying if d.poll() is None] + [w.proc]  # reaped here and by close()
         self.restarts += 1
         self._workers[self._workers.index(w)] = self._new_worker()
         if self.spare and not self._spares:
