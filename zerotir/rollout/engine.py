@@ -202,6 +202,8 @@ class EnginePump:
         while not self.closed:
             if self.lag:
                 await self._admit_due()
+                if self.closed:
+                    break
             if self.engine.has_unfinished():
                 try:
                     outs = self.engine.step()
