@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from zerotir.rollout.engine import EnginePump, GenerationOutput, GenerationRequest, SamplingParams
+from zerotir.rollout.engine import EnginePump, GenerationOutput, GenerationRequest, SamplingParams, fork_id
 
 
 class LogEngine:
@@ -46,7 +46,7 @@ class LogEngine:
 
 def run_rollout(lag: int, delays: random.Random, n_traj: int = 6, turns: int = 3, branch: bool = False):
     """n_traj trajectories of `turns` requests each (lengths 2-4 steps), a 'tool call' of random duration between
-    turns; with `branch`, trajectory 0 forks into two children after its first turn (ids '<req>/b0', '<req>/b1')."""
+    turns; with `branch`, trajectory 0 forks into two children after its first turn (fork ids of its request)."""
     engine = LogEngine()
     starts: dict[str, int] = {}
 
@@ -60,7 +60,7 @@ def run_rollout(lag: int, delays: random.Random, n_traj: int = 6, turns: int = 3
             await asyncio.sleep(delays.uniform(0, 0.02))  # the tool call
             if branch and i == 0 and t == turn0 == 0:
                 kids = [GenerationRequest(f"{name}-k{j}-t1", [1], SamplingParams(max_new_tokens=2),
-                                          prefix_of=f"{prev}/b{j}") for j in range(2)]
+                                          prefix_of=fork_id(prev, j)) for j in range(2)]
                 futs = [pump.submit(k) for k in kids]
                 await asyncio.gather(*futs)
                 for k in kids:

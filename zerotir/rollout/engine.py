@@ -116,6 +116,16 @@ its continuation's start. A tool call that takes longer stalls decoding until it
 (~20-40 ms each on 2 cores) cover a typical sandbox call."""
 
 
+def fork_id(request_id: str, i: int) -> str:
+    """The handle of a paused request's i-th continuation (`Engine.fork`); `fork_parent` inverts it."""
+    return f"{request_id}/b{i}"
+
+
+def fork_parent(handle: str) -> str:
+    """The request a `fork_id` handle was made from (the handle itself when it is not one)."""
+    return handle.rsplit("/b", 1)[0]
+
+
 class EnginePump:
     """Drives a step-wise Engine from asyncio: `await pump.generate(req)` resolves when the request finishes.
     `submit(req)` adds a request at once and returns its future: requests submitted together (the children of a
@@ -128,7 +138,7 @@ class EnginePump:
 
     Lockstep (lag k > 0): the continuation of a request that finished at engine step t joins at step t + k exactly,
     in the order those requests finished; the pump waits before step t + k until every request that finished at t
-    has been continued (a `submit` naming it, or a branch child `<id>/b<i>`) or `release`d. Engine steps then
+    has been continued (a `submit` naming it, or a branch child's `fork_id` of it) or `release`d. Engine steps then
     depend on nothing but the seeds, so a seeded rollout (with a fixed thread count) is bit-reproducible; the cost is
     a stall whenever a tool call takes longer than k steps. Every trajectory must end by `release` of its last
     request (the TIR loop does, in its `finally`), or the pump waits for it forever.
@@ -178,7 +188,7 @@ class EnginePump:
             return None
         if prefix_of in self._finished_at:
             return prefix_of
-        parent = prefix_of.rsplit("/b", 1)[0]
+        parent = fork_parent(prefix_of)
         return parent if parent in self._finished_at else None
 
     async def _admit_due(self) -> None:

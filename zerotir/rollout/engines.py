@@ -41,10 +41,10 @@ def make_engine(cfg: Any, model_path: str | Path | None = None, device: str | No
     dev = pick_device(device or cfg.model.device)
     model, tok = load_model_and_tokenizer(path, dev, cfg.model.dtype)
     return HFEngine(model, tok, max_batch=cfg.rollout.batch_size, device=dev, seed=seed,
-                    cpu_threads=fixed_cpu_threads(cfg.rollout))
+                    cpu_threads=_fixed_cpu_threads(cfg.rollout))
 
 
-def fixed_cpu_threads(rollout_cfg: Any) -> int | None:
+def _fixed_cpu_threads(rollout_cfg: Any) -> int | None:
     """The HF engine's CPU thread count: torch's, fixed, for deterministic rollouts (thread count changes float
     summation order); None lets the engine measure the fastest (`zerotir.rollout.threads.ThreadTuner`)."""
     import torch

@@ -35,7 +35,7 @@ from typing import Any
 
 from zerotir.config import RolloutConfig
 from zerotir.rollout import tree
-from zerotir.rollout.engine import REJOIN_LAG_STEPS, EnginePump, GenerationRequest, SamplingParams
+from zerotir.rollout.engine import REJOIN_LAG_STEPS, EnginePump, GenerationRequest, SamplingParams, fork_id
 from zerotir.rollout.format import CODE_CLOSE
 from zerotir.rollout.templates import encode_prompt
 from zerotir.rollout.textstream import find_code_block
@@ -175,7 +175,7 @@ async def _branch(x: _Root, w: _Walk) -> list[tuple[Trajectory, LeafInfo]] | Non
             return None
     sessions = await tree.fork_sessions(w.session, k)
     kids = [w.child(i, s, n) for i, (s, n) in enumerate(zip(sessions, tree.split_budget(w.budget, k)))]
-    prefix = tree.fork_cache(x.pump.engine, w.prev_req, [f"{w.prev_req}/b{i}" for i in range(k)])
+    prefix = tree.fork_cache(x.pump.engine, w.prev_req, [fork_id(w.prev_req, i) for i in range(k)])
     w.session = w.prev_req = None  # handed to the children (they close / release them)
     firsts = [(req.request_id, x.pump.submit(req)) for req in
               (_request(x, kid, room, pre) for kid, pre in zip(kids, prefix))]

@@ -101,18 +101,13 @@ def evaluate_sets(model_path: str | Path, cfg: Config, sets: dict[str, list], *,
                   seed: int | None = None) -> dict:
     """evaluate_model over several problem sets with one model load, sandbox and scorer → {name: EvalReport}."""
     from zerotir.eval.core import eval_rollout_config, evaluate
-    from zerotir.models import load_model_and_tokenizer, pick_device
     from zerotir.reward import RewardScorer
-    from zerotir.rollout.engines import fixed_cpu_threads
-    from zerotir.rollout.hf_engine import HFEngine
+    from zerotir.rollout.engines import make_engine
     from zerotir.sandbox import make_sandbox
 
     budget = cfg.eval.max_tool_calls if max_tool_calls is None else max_tool_calls
     seed = cfg.train.seed if seed is None else seed
-    device = pick_device(cfg.model.device)
-    model, tok = load_model_and_tokenizer(str(model_path), device, cfg.model.dtype)
-    engine = HFEngine(model, tok, max_batch=cfg.rollout.batch_size, device=device, seed=seed,
-                      cpu_threads=fixed_cpu_threads(cfg.rollout))
+    engine = make_engine(cfg, model_path=model_path, seed=seed)
     with make_sandbox(cfg.sandbox) as sandbox, RewardScorer(cfg.reward) as scorer:
         rcfg = replace(eval_rollout_config(cfg.rollout, cfg.eval), max_tool_calls=budget)
         return {name: evaluate(problems, engine, sandbox, scorer, rollout_cfg=rcfg, samples=cfg.eval.samples,
